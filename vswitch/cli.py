@@ -1,16 +1,33 @@
-"""The `vswitch` command line."""
+"""The `vswitch` command line: one module per subcommand, each with `configure` and `run`."""
 
 import argparse
+import importlib
 import sys
+
+# subcommand -> module implementing `configure(parser)` and `run(args) -> int`
+COMMANDS: dict[str, str] = {}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="vswitch", description=__doc__)
-    parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="vswitch",
+        description="Userspace virtual switch and gateway with OpenBSD's CARP in its data path.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, module_name in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub_parser = sub.add_parser(
+            name, help=module.__doc__.splitlines()[0] if module.__doc__ else None
+        )
+        module.configure(sub_parser)
+        sub_parser.set_defaults(_run=module.run)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    parser.parse_args(sys.argv[1:] if argv is None else argv)
-    return 0
+    args = parser.parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        return int(args._run(args))
+    except KeyboardInterrupt:
+        return 130
