@@ -1,0 +1,379 @@
+"""carp.checksum and carp.wire: the vectors of protocol.md §2.6, every receive verdict of §1.6."""
+
+import struct
+from dataclasses import replace
+from ipaddress import IPv4Address, IPv6Address
+
+import pytest
+
+from carp.checksum import inet_checksum
+from carp.constants import ETH_P_IP, ETH_P_IPV6, MAC_CARP_GROUP4, MAC_CARP_GROUP6
+from carp.wire import (
+    CarpHeader,
+    Verdict,
+    build_frame,
+    build_ipv4,
+    build_ipv6,
+    check_common,
+    mac_for_ip_dst,
+    parse_ip,
+)
+
+COUNTER = bytes.fromhex("0123456789abcdef")
+MD1 = bytes.fromhex("4a56e25fb9b79c9940542d9b83e21d4eaf46ae9a")  # §2.6 #1
+MD5 = bytes.fromhex("927cf9c34650c8bb3a94de113d997de6e05c7d97")  # §2.6 #5
+HEADER1 = bytes.fromhex("21010007000150c80123456789abcdef4a56e25fb9b79c9940542d9b83e21d4eaf46ae9a")
+FRAME1 = (
+    bytes.fromhex("01005e00001200005e00010108004510003812344000ff70c754c0a80102e0000012") + HEADER1
+)
+FRAME5 = bytes.fromhex(
+    "33330000001200005e00010186dd60000000002470fffe800000000000000000000000000001ff02000000000000"
+    "0000000000000012210100070001736a0123456789abcdef927cf9c34650c8bb3a94de113d997de6e05c7d97"
+)
+CARP_MAC = bytes.fromhex("00005e000101")
+SRC4 = IPv4Address("192.168.1.2")
+GROUP4 = IPv4Address("224.0.0.18")
+SRC6 = IPv6Address("fe80::1")
+
+
+def header(**changes: object) -> CarpHeader:
+    base = CarpHeader(vhid=1, advskew=0, advbase=1, demote=0, counter=COUNTER, md=MD1)
+    return replace(base, **changes)  # type: ignore[arg-type]
+
+
+def ipv4(hdr: bytes = HEADER1, ttl: int = 255, dst: IPv4Address = GROUP4) -> bytes:
+    packet = bytearray(build_ipv4(SRC4, dst, hdr, 0x1234))
+    if ttl != 255:
+        packet[8] = ttl
+        packet[10:12] = b"\0\0"
+        packet[10:12] = inet_checksum(bytes(packet[:20])).to_bytes(2, "big")
+    return bytes(packet)
+
+
+# --- checksum ----------------------------------------------------------------------------------
+
+
+def test_checksum_rfc1071_example() -> None:
+    # RFC 1071 section 3: the words 0001 f203 f4f5 f6f7 sum to ddf2 (one's complement)
+    assert inet_checksum(bytes.fromhex("0001f203f4f5f6f7")) == 0xFFFF - 0xDDF2
+
+
+def test_checksum_odd_length_pads_with_zero() -> None:
+    assert inet_checksum(b"\x12\x34\x56") == inet_checksum(b"\x12\x34\x56\x00")
+
+
+def test_checksum_over_data_with_its_checksum_is_zero() -> None:
+    data = bytes(range(1, 37))
+    cks = inet_checksum(data)
+    assert inet_checksum(data + cks.to_bytes(2, "big")) == 0
+
+
+def test_checksum_carry_folding() -> None:
+    assert inet_checksum(b"\xff\xff\xff\xff\x00\x01") == 0xFFFE
+
+
+# --- header ------------------------------------------------------------------------------------
+
+
+def test_header_vector_1_with_checksum_0x50c8() -> None:
+    packed = header().pack()
+    assert packed == HEADER1
+    assert int.from_bytes(packed[6:8], "big") == 0x50C8
+    assert inet_checksum(packed) == 0
+
+
+def test_header_unpack_round_trip() -> None:
+    hdr = CarpHeader.unpack(HEADER1)
+    assert hdr == header(cksum=0x50C8)
+    assert (hdr.version, hdr.type, hdr.authlen) == (2, 1, 7)
+    assert hdr.counter == COUNTER  # raw, no byte-order conversion
+
+
+def test_header_version_is_high_nibble() -> None:
+    packed = header(version=3, type=5).pack()
+    assert packed[0] == 0x35
+    assert CarpHeader.unpack(packed).version == 3
+    assert CarpHeader.unpack(packed).type == 5
+
+
+def test_header_fields_at_their_offsets() -> None:
+    packed = header(vhid=42, advskew=100, advbase=3, demote=7).pack()
+    assert packed[1:6] == bytes((42, 100, 7, 7, 3))  # vhid, advskew, authlen, demote, advbase
+
+
+def test_header_pack_rejects_bad_lengths() -> None:
+    with pytest.raises(ValueError):
+        header(counter=b"\x01").pack()
+    with pytest.raises(ValueError):
+        header(md=b"\x01" * 19).pack()
+
+
+def test_header_unpack_needs_exactly_36_bytes() -> None:
+    with pytest.raises(struct.error):
+        CarpHeader.unpack(HEADER1[:35])
+
+
+# --- builders ----------------------------------------------------------------------------------
+
+
+def test_ipv4_frame_vector_1() -> None:
+    ip = build_ipv4(SRC4, GROUP4, header().pack(), 0x1234)
+    dst_mac = mac_for_ip_dst(GROUP4)
+    assert dst_mac is not None
+    assert build_frame(dst_mac, CARP_MAC, ETH_P_IP, ip) == FRAME1
+    assert len(FRAME1) == 70
+
+
+def test_ipv4_header_checksum_holds() -> None:
+    ip = build_ipv4(SRC4, IPv4Address("198.51.100.7"), HEADER1, 0xABCDE)
+    assert inet_checksum(ip[:20]) == 0
+    assert ip[4:6] == b"\xbc\xde"  # ident truncated to 16 bits
+
+
+def test_ipv6_frame_vector_5() -> None:
+    hdr = CarpHeader(vhid=1, advskew=0, advbase=1, demote=0, counter=COUNTER, md=MD5).pack()
+    ip = build_ipv6(SRC6, hdr)
+    dst_mac = mac_for_ip_dst(IPv6Address("ff02::12"))
+    assert dst_mac is not None
+    assert build_frame(dst_mac, CARP_MAC, ETH_P_IPV6, ip) == FRAME5
+    assert len(FRAME5) == 90
+
+
+def test_mac_for_ip_dst() -> None:
+    assert mac_for_ip_dst(GROUP4) == MAC_CARP_GROUP4
+    assert mac_for_ip_dst(IPv6Address("ff02::12")) == MAC_CARP_GROUP6
+    # only the low 23 bits of an IPv4 group go into the MAC
+    assert mac_for_ip_dst(IPv4Address("239.129.2.3")) == bytes.fromhex("01005e010203")
+    assert mac_for_ip_dst(IPv6Address("ff05::1:3")) == bytes.fromhex("333300010003")
+    assert mac_for_ip_dst(IPv4Address("192.0.2.1")) is None
+    assert mac_for_ip_dst(IPv6Address("2001:db8::1")) is None
+
+
+# --- parse_ip: accept --------------------------------------------------------------------------
+
+
+def test_parse_ipv4_accepts_vector_1() -> None:
+    parsed = parse_ip(FRAME1[14:])
+    assert parsed.verdict is Verdict.ACCEPT
+    assert (parsed.af, parsed.src, parsed.dst, parsed.ttl) == (4, SRC4, GROUP4, 255)
+    assert parsed.ismulti and parsed.carp and parsed.cksum_ok
+    assert parsed.offset == 20
+    assert parsed.header == CarpHeader.unpack(HEADER1)
+
+
+def test_parse_ipv6_accepts_vector_5() -> None:
+    parsed = parse_ip(FRAME5[14:])
+    assert parsed.verdict is Verdict.ACCEPT
+    assert (parsed.af, parsed.src, parsed.dst) == (6, SRC6, IPv6Address("ff02::12"))
+    assert parsed.header is not None and parsed.header.md == MD5
+    assert parsed.offset == 40
+
+
+def test_parse_ipv4_unicast_peer_is_not_multi() -> None:
+    parsed = parse_ip(ipv4(dst=IPv4Address("198.51.100.2")))
+    assert parsed.verdict is Verdict.ACCEPT
+    assert not parsed.ismulti
+
+
+def test_parse_ipv4_trailing_bytes_beyond_36_allowed() -> None:
+    packet = bytearray(ipv4(HEADER1 + b"\xaa" * 8))
+    assert parse_ip(bytes(packet)).verdict is Verdict.ACCEPT
+
+
+def test_parse_ipv4_ethernet_padding_after_ip_length_ignored() -> None:
+    parsed = parse_ip(ipv4() + b"\x00" * 10)
+    assert parsed.verdict is Verdict.ACCEPT
+
+
+def test_parse_ipv4_with_options() -> None:
+    base = ipv4()
+    options = b"\x94\x04\x00\x00"  # router alert
+    packet = bytearray(bytes([0x46]) + base[1:20] + options + base[20:])
+    packet[2:4] = (len(packet)).to_bytes(2, "big")
+    parsed = parse_ip(bytes(packet))
+    assert parsed.verdict is Verdict.ACCEPT
+    assert parsed.offset == 24
+
+
+def test_parse_ipv6_walks_extension_headers() -> None:
+    ip = bytearray(FRAME5[14:])
+    hop_by_hop = bytes((60, 0)) + b"\x01\x04\x00\x00\x00\x00"  # -> dest opts, PadN
+    dest_opts = bytes((112, 1)) + b"\x01\x0c" + b"\x00" * 12  # 16 bytes -> CARP
+    packet = bytearray(ip[:40]) + hop_by_hop + dest_opts + ip[40:]
+    packet[6] = 0
+    packet[4:6] = (len(packet) - 40).to_bytes(2, "big")
+    parsed = parse_ip(bytes(packet))
+    assert parsed.verdict is Verdict.ACCEPT
+    assert parsed.offset == 40 + 8 + 16
+    assert parsed.header is not None and parsed.header.md == MD5
+
+
+# --- parse_ip: each rejection ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ttl", [0, 1, 64, 254])
+def test_parse_badttl(ttl: int) -> None:
+    parsed = parse_ip(ipv4(ttl=ttl))
+    assert parsed.verdict is Verdict.BADTTL
+    assert parsed.ttl == ttl
+
+
+def test_parse_badttl_ipv6_hop_limit() -> None:
+    packet = bytearray(FRAME5[14:])
+    packet[7] = 1
+    assert parse_ip(bytes(packet)).verdict is Verdict.BADTTL
+
+
+def test_parse_badttl_comes_before_badlen() -> None:
+    short = ipv4(ttl=64)[:40]
+    assert parse_ip(short).verdict is Verdict.BADTTL
+
+
+def test_parse_badlen_short_capture() -> None:
+    packet = ipv4()[:55]
+    parsed = parse_ip(packet)
+    assert parsed.verdict is Verdict.BADLEN
+    assert parsed.header is None
+
+
+def test_parse_badlen_ip_length_too_small() -> None:
+    packet = bytearray(ipv4())
+    packet[2:4] = (20 + 35).to_bytes(2, "big")
+    assert parse_ip(bytes(packet)).verdict is Verdict.BADLEN
+
+
+def test_parse_badlen_ipv6() -> None:
+    packet = bytearray(FRAME5[14:])
+    packet[4:6] = (35).to_bytes(2, "big")
+    assert parse_ip(bytes(packet)).verdict is Verdict.BADLEN
+    assert parse_ip(FRAME5[14:-1]).verdict is Verdict.BADLEN
+
+
+def test_parse_badlen_comes_before_badsum() -> None:
+    corrupt = bytearray(ipv4())
+    corrupt[30] ^= 0xFF
+    assert parse_ip(bytes(corrupt[:50])).verdict is Verdict.BADLEN
+
+
+@pytest.mark.parametrize("position", [0, 1, 5, 7, 8, 20, 35])
+def test_parse_badsum(position: int) -> None:
+    packet = bytearray(ipv4())
+    packet[20 + position] ^= 0x40
+    parsed = parse_ip(bytes(packet))
+    assert parsed.verdict is Verdict.BADSUM
+    assert not parsed.cksum_ok
+    assert parsed.header is not None  # still decoded, for a decoder to show
+
+
+def test_parse_badsum_ipv6() -> None:
+    packet = bytearray(FRAME5[14:])
+    packet[-1] ^= 1
+    assert parse_ip(bytes(packet)).verdict is Verdict.BADSUM
+
+
+def test_parse_checksum_has_no_pseudo_header() -> None:
+    # the same CARP header is valid whatever the addresses around it (§1.5)
+    packet = build_ipv4(IPv4Address("203.0.113.9"), IPv4Address("198.51.100.1"), HEADER1, 7)
+    assert parse_ip(packet).verdict is Verdict.ACCEPT
+
+
+@pytest.mark.parametrize("length", [1, 9, 19])
+def test_parse_hdrops_truncated_ipv4_header(length: int) -> None:
+    parsed = parse_ip(ipv4()[:length])
+    assert parsed.verdict is Verdict.HDROPS
+
+
+@pytest.mark.parametrize("ihl", [0, 4, 15])
+def test_parse_hdrops_bad_ihl(ihl: int) -> None:
+    packet = bytearray(ipv4())
+    packet[0] = 0x40 | ihl
+    assert parse_ip(bytes(packet)).verdict is Verdict.HDROPS
+
+
+def test_parse_hdrops_ip_length_below_header() -> None:
+    packet = bytearray(ipv4())
+    packet[2:4] = (12).to_bytes(2, "big")
+    assert parse_ip(bytes(packet)).verdict is Verdict.HDROPS
+
+
+def test_parse_not_carp_other_protocol() -> None:
+    packet = bytearray(ipv4())
+    packet[9] = 17
+    parsed = parse_ip(bytes(packet))
+    assert not parsed.carp
+    assert parsed.verdict is Verdict.HDROPS
+    assert parsed.header is None
+
+
+@pytest.mark.parametrize("first", [0x00, 0x21, 0x55, 0xF0])
+def test_parse_not_ip(first: int) -> None:
+    packet = bytes([first]) + ipv4()[1:]
+    parsed = parse_ip(packet)
+    assert not parsed.carp
+    assert parsed.af == 0
+
+
+def test_parse_empty() -> None:
+    assert not parse_ip(b"").carp
+
+
+def test_parse_ipv6_extension_leading_elsewhere_is_not_carp() -> None:
+    ip = bytearray(FRAME5[14:])
+    packet = bytearray(ip[:40]) + bytes((17, 0)) + b"\x00" * 6 + ip[40:]
+    packet[6] = 0
+    packet[4:6] = (len(packet) - 40).to_bytes(2, "big")
+    assert not parse_ip(bytes(packet)).carp
+
+
+def test_parse_ipv6_fragment_header_is_not_walked() -> None:
+    ip = bytearray(FRAME5[14:])
+    packet = bytearray(ip[:40]) + bytes((112, 0)) + b"\x00" * 6 + ip[40:]
+    packet[6] = 44
+    packet[4:6] = (len(packet) - 40).to_bytes(2, "big")
+    assert not parse_ip(bytes(packet)).carp
+
+
+def test_parse_ipv6_truncated_extension_is_not_carp() -> None:
+    ip = bytearray(FRAME5[14:])
+    packet = bytearray(ip[:40]) + bytes((112, 200))  # claims 1608 bytes
+    packet[6] = 0
+    packet[4:6] = (2).to_bytes(2, "big")
+    assert not parse_ip(bytes(packet)).carp
+    assert not parse_ip(bytes(packet[:41])).carp
+
+
+def test_parse_ipv6_short_fixed_header() -> None:
+    parsed = parse_ip(FRAME5[14:40])
+    assert parsed.verdict is Verdict.HDROPS
+    assert parsed.af == 6
+
+
+# --- the common part ---------------------------------------------------------------------------
+
+
+def test_check_common_order() -> None:
+    bad_version = header(version=1)
+    assert check_common(bad_version, False, vhid_found=False) is Verdict.BADVHID
+    assert check_common(bad_version, False) is Verdict.BADVER
+    assert check_common(header(), False) is Verdict.BADAUTH
+    assert check_common(header(), True) is Verdict.ACCEPT
+    assert check_common(header(), None) is Verdict.ACCEPT  # unchecked
+
+
+def test_check_common_ignores_type_and_authlen() -> None:
+    assert check_common(header(type=9, authlen=0), True) is Verdict.ACCEPT
+
+
+def test_badver_from_a_crafted_packet() -> None:
+    packet = ipv4(header(version=3).pack())
+    parsed = parse_ip(packet)
+    assert parsed.verdict is Verdict.ACCEPT  # the IP-level checks pass
+    assert parsed.header is not None
+    assert check_common(parsed.header, True) is Verdict.BADVER
+
+
+def test_verdict_values_are_carpstats_names() -> None:
+    from carp.stats import CarpStats
+
+    names = set(CarpStats.names())
+    assert {v.value for v in Verdict} - {"accept"} <= names
