@@ -1,0 +1,110 @@
+"""The status snapshot a running node hands to the control socket, the CLI and the metrics.
+
+`NodeControl.status()` returns a `NodeStatus`: plain JSON-able dicts and lists, so the same value
+travels over the control socket unchanged. Keys marked NotRequired may be absent (a node without
+hooks has no "hooks" section); renderers must cope. States are carp(4) names ("INIT", "BACKUP",
+"MASTER"), reasons are `carp.actions.Reason` values.
+"""
+
+from collections.abc import Iterator
+from typing import NotRequired, TypedDict
+
+STATES = ("INIT", "BACKUP", "MASTER")  # index = carp.constants.State value
+
+
+class PortStatus(TypedDict):
+    name: str
+    type: str  # "tap" | "raw" | "host" | "carp"
+    link: bool
+    rx_packets: int
+    rx_bytes: int
+    rx_drops: int
+    tx_packets: int
+    tx_bytes: int
+    tx_drops: int
+
+
+class SwitchStatus(TypedDict):
+    name: str
+    mode: str  # "learning" | "hub"
+    mac_table: int  # learned MAC entries
+    ports: list[PortStatus]
+
+
+class PeerStatus(TypedDict):
+    """The last valid advertisement heard for a vhid from one source address."""
+
+    source: str
+    advbase: int
+    advskew: int
+    demote: int
+    age: float  # seconds since it was heard
+
+
+class CarpNodeStatus(TypedDict):
+    vhid: int
+    advskew: int
+    state: str
+    reason: str | None  # why the last transition happened; None before the first
+    since: float | None  # seconds in the current state
+    transitions: int  # state changes since the node started
+    peers: list[PeerStatus]
+
+
+class CarpIfStatus(TypedDict):
+    name: str
+    carpdev: str
+    lladdr: str  # "00:00:5e:00:01:01"
+    advbase: int
+    balancing: str  # "none" | "arp" | "ip" | "ip-unicast" | "ip-stealth"
+    carppeer: str | None  # None: the multicast group
+    addresses: list[str]  # "192.0.2.10/24", "2001:db8::10/64"
+    groups: list[str]
+    demote: int  # D_local: what this interface advertises (section 5.1)
+    admin_up: bool
+    running: bool
+    carrier: bool  # up while any carpnode is MASTER (section 4.11)
+    carpnodes: list[CarpNodeStatus]
+
+
+class EventsStatus(TypedDict):
+    seq: int
+    subscribers: int
+    dropped: int
+
+
+class HooksStatus(TypedDict):
+    queued: int
+    runs: int
+    failures: int
+    timeouts: int
+    overflows: int
+
+
+class NodeStatus(TypedDict):
+    node: str
+    uptime: float
+    sysctl: dict[str, int]  # allow, preempt, log
+    groups: dict[str, int]  # interface group -> demote counter
+    switches: list[SwitchStatus]
+    carp: list[CarpIfStatus]
+    carpstats: dict[str, int]  # carp.stats.CarpStats.as_dict()
+    events: NotRequired[EventsStatus]
+    hooks: NotRequired[HooksStatus]
+
+
+def carpnodes(status: NodeStatus) -> Iterator[tuple[CarpIfStatus, CarpNodeStatus]]:
+    """Every (carp interface, carpnode) pair in configuration order."""
+    for carpif in status["carp"]:
+        for vhe in carpif["carpnodes"]:
+            yield carpif, vhe
+
+
+def interface_status(carpif: CarpIfStatus) -> str:
+    """ifconfig `status:` (section 4.11): master if any carpnode is MASTER, else backup/invalid."""
+    states = {vhe["state"] for vhe in carpif["carpnodes"]}
+    if "MASTER" in states:
+        return "master"
+    if "BACKUP" in states:
+        return "backup"
+    return "invalid"
