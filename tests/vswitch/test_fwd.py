@@ -1,0 +1,470 @@
+"""The pure forwarding core: learning, ageing, flooding, hub, special MACs, hooks, vnet_hdr."""
+
+from collections.abc import Sequence
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vswitch.fwd import Emit, Port, Switch
+
+A = bytes.fromhex("020000000001")
+B = bytes.fromhex("020000000002")
+C = bytes.fromhex("020000000003")
+BCAST = b"\xff" * 6
+VMAC = bytes.fromhex("00005e000101")  # carp vhid 1
+VMAC_IP = bytes.fromhex("01005e000101")  # carp leader MAC in `ip` balancing
+
+
+def eth(
+    dst: bytes, src: bytes, payload: bytes = b"payload", ethertype: bytes = b"\x08\x00"
+) -> bytes:
+    return dst + src + ethertype + payload
+
+
+def three(**kw: object) -> tuple[Switch, Port, Port, Port]:
+    sw = Switch("lan0", **kw)  # type: ignore[arg-type]
+    return sw, sw.add_port("p1"), sw.add_port("p2"), sw.add_port("p3")
+
+
+def out(sw: Switch) -> dict[str, list[bytes]]:
+    return {port.name: frames for port, frames in sw.drain()}
+
+
+def test_unknown_unicast_floods_then_learned_unicast_goes_to_one_port() -> None:
+    sw, p1, p2, _ = three()
+    f1 = eth(B, A)
+    sw.forward(1.0, p1, [f1])
+    assert out(sw) == {"p2": [f1], "p3": [f1]}
+    f2 = eth(A, B)
+    sw.forward(1.0, p2, [f2])
+    assert out(sw) == {"p1": [f2]}
+    f3 = eth(B, A, b"again")
+    sw.forward(1.0, p1, [f3])
+    assert out(sw) == {"p2": [f3]}
+    assert sw.lookup(A) == "p1" and sw.lookup(B) == "p2" and sw.lookup(C) is None
+    assert sw.table_size == 2
+
+
+def test_frame_to_a_mac_on_the_ingress_port_is_not_sent_back() -> None:
+    sw, p1, _, _ = three()
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    out(sw)
+    sw.forward(1.0, p1, [eth(A, C)])
+    assert out(sw) == {}
+
+
+def test_broadcast_and_multicast_always_flood_and_are_never_learned_as_source() -> None:
+    sw, p1, p2, _ = three()
+    mcast = bytes.fromhex("01005e000012")
+    sw.forward(1.0, p2, [eth(BCAST, mcast)])  # a multicast source is switched, not learned
+    assert sorted(out(sw)) == ["p1", "p3"]
+    assert sw.lookup(mcast) is None
+    sw.forward(1.0, p1, [eth(BCAST, A), eth(mcast, A)])
+    assert out(sw) == {"p2": [eth(BCAST, A), eth(mcast, A)], "p3": [eth(BCAST, A), eth(mcast, A)]}
+
+
+def test_zero_source_is_not_learned() -> None:
+    sw, p1, _, _ = three()
+    sw.forward(1.0, p1, [eth(BCAST, bytes(6))])
+    assert sw.table_size == 0
+
+
+def test_hub_mode_floods_known_unicast() -> None:
+    sw, p1, p2, _ = three(hub=True)
+    sw.forward(1.0, p2, [eth(A, B)])
+    sw.forward(1.0, p1, [eth(B, A)])
+    assert out(sw) == {"p1": [eth(A, B)], "p2": [eth(B, A)], "p3": [eth(A, B), eth(B, A)]}
+    sw.hub = False
+    sw.forward(2.0, p1, [eth(B, A)])  # learning mode learns from now on
+    sw.forward(2.0, p2, [eth(A, B)])
+    assert out(sw) == {"p2": [eth(B, A)], "p3": [eth(B, A)], "p1": [eth(A, B)]}
+
+
+def test_ageing_removes_silent_stations_and_traffic_refreshes() -> None:
+    sw, p1, p2, _ = three(ageing=10.0)
+    sw.forward(0.0, p1, [eth(BCAST, A)])
+    sw.forward(0.0, p2, [eth(BCAST, B)])
+    out(sw)
+    sw.forward(8.0, p2, [eth(BCAST, B)])  # B refreshed at 8
+    out(sw)
+    sw.forward(11.0, p1, [eth(B, A)])  # A seen at 0 expired at 10, relearned now; B still known
+    assert out(sw) == {"p2": [eth(B, A)]}
+    sw.forward(19.0, p1, [eth(B, A)])  # B last seen 8: gone, flood
+    assert sorted(out(sw)) == ["p2", "p3"]
+    ages = {mac: (port, age) for mac, port, age in sw.entries(19.0)}
+    assert ages == {A: ("p1", 0.0)}
+
+
+def test_expire_granularity_is_bounded() -> None:
+    sw, p1, p2, _ = three(ageing=1.0)
+    sw.forward(0.0, p1, [eth(BCAST, A)])
+    out(sw)
+    # not swept yet within the ageing period...
+    sw.forward(0.9, p2, [eth(A, B)])
+    assert out(sw) == {"p1": [eth(A, B)]}
+    # ...and certainly gone a quarter period after it
+    sw.forward(1.26, p2, [eth(A, B)])
+    assert sorted(out(sw)) == ["p1", "p3"]
+
+
+def test_station_move() -> None:
+    sw, p1, p2, p3 = three()
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.forward(1.0, p3, [eth(BCAST, A)])
+    out(sw)
+    sw.forward(1.0, p2, [eth(A, B)])
+    assert out(sw) == {"p3": [eth(A, B)]}
+
+
+def test_counters_and_malformed_frames_are_dropped_and_counted() -> None:
+    sw, p1, p2, _ = three()
+    good = eth(BCAST, A, b"x" * 46)
+    sw.forward(1.0, p1, [good, b"", b"\x01" * 13, good])
+    assert p1.counters.rx_packets == 4
+    assert p1.counters.rx_bytes == 2 * len(good) + 13
+    assert p1.counters.rx_dropped == 2
+    assert out(sw)["p2"] == [good, good]
+    assert p2.counters.rx_packets == 0
+
+
+def test_table_is_bounded() -> None:
+    sw = Switch("s", max_entries=2)
+    p1, p2 = sw.add_port("p1"), sw.add_port("p2")
+    sw.forward(1.0, p1, [eth(BCAST, A), eth(BCAST, B), eth(BCAST, C)])
+    assert sw.table_size == 2 and sw.table_full == 1
+    assert sw.lookup(C) is None
+    assert len(out(sw)["p2"]) == 3  # still switched
+    del p2
+
+
+@pytest.mark.parametrize("hdr", [10, 12])
+def test_vnet_header_offset_is_honoured_and_carried(hdr: int) -> None:
+    sw, p1, p2, _ = three(vnet_hdr=hdr)
+    h1 = bytes(range(1, hdr + 1))
+    sw.forward(1.0, p2, [bytes(hdr) + eth(BCAST, B)])
+    out(sw)
+    f = h1 + eth(B, A)
+    sw.forward(1.0, p1, [f])
+    assert out(sw) == {"p2": [f]}
+    assert sw.lookup(A) == "p1"
+    assert p1.counters.rx_bytes == len(f) - hdr
+    sw.forward(1.0, p1, [bytes(hdr) + b"\x00" * 13])  # runt after the header
+    assert p1.counters.rx_dropped == 1
+
+
+def test_vnet_header_length_is_validated() -> None:
+    with pytest.raises(ValueError):
+        Switch("s", vnet_hdr=4)
+    with pytest.raises(ValueError):
+        Switch("s", ageing=0)
+
+
+class Recorder:
+    def __init__(self, switch: bool = False, emits: Sequence[Emit] = ()) -> None:
+        self.calls: list[tuple[float, str, bytes]] = []
+        self.switch = switch
+        self.emits = emits
+
+    def special(self, now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
+        self.calls.append((now, port, frame))
+        return self.switch, self.emits
+
+    def multicast(self, now: float, port: str, frame: bytes) -> Sequence[Emit]:
+        self.calls.append((now, port, frame))
+        return self.emits
+
+
+def with_carp() -> tuple[Switch, Port, Port, Port, Port]:
+    sw = Switch("lan0")
+    p1, p2 = sw.add_port("p1"), sw.add_port("p2")
+    host = sw.add_port("host", kernel=True)
+    carp = sw.add_port("carp0", kernel=True, flood=False)
+    return sw, p1, p2, host, carp
+
+
+def test_special_mac_goes_to_the_hook_not_to_the_table() -> None:
+    sw, p1, _, _, _ = with_carp()
+    f = eth(VMAC, A)
+    rec = Recorder(emits=[("carp0", f)])
+    sw.on_special = rec.special
+    sw.set_special_macs([VMAC])
+    sw.forward(5.0, p1, [f])
+    assert rec.calls == [(5.0, "p1", f)]
+    assert out(sw) == {"carp0": [f]}
+
+
+def test_special_mac_without_hook_is_switched_normally() -> None:
+    sw, p1, _, _, _ = with_carp()
+    sw.set_special_macs([VMAC])
+    sw.forward(5.0, p1, [eth(VMAC, A)])
+    assert sorted(out(sw)) == ["host", "p2"]
+
+
+def test_special_mac_is_never_learned_from_a_kernel_port() -> None:
+    sw, p1, _, _, carp = with_carp()
+    sw.set_special_macs([VMAC])
+    rec = Recorder(emits=[("carp0", b"delivered")])
+    sw.on_special = rec.special
+    sw.forward(1.0, carp, [eth(BCAST, VMAC)])  # the carp TAP sends with the virtual MAC
+    out(sw)
+    sw.forward(1.0, p1, [eth(VMAC, A)])
+    assert out(sw) == {"carp0": [b"delivered"]}
+    assert sw.lookup(VMAC) is None
+
+
+def test_special_takes_precedence_over_an_earlier_learned_entry_and_is_restored() -> None:
+    sw, p1, p2, _, carp = with_carp()
+    sw.forward(1.0, carp, [eth(BCAST, VMAC)])  # learned before it became special (kernel port)
+    sw.forward(1.0, p2, [eth(BCAST, B)])
+    out(sw)
+    assert sw.lookup(VMAC) == "carp0"
+    rec = Recorder(switch=True)
+    sw.on_special = rec.special
+    sw.set_special_macs([VMAC])
+    assert sw.lookup(VMAC) is None  # the kernel location is not kept
+    sw.forward(2.0, p1, [eth(VMAC, A)])
+    assert len(rec.calls) == 1
+    assert sorted(out(sw)) == ["host", "p2"]  # switched normally: unknown, flooded
+    sw.set_special_macs([])
+    sw.forward(3.0, p1, [eth(VMAC, A)])
+    assert len(rec.calls) == 1  # no longer special
+
+
+def test_special_mac_learned_on_the_segment_is_used_when_switching_normally() -> None:
+    sw, p1, p2, _, _ = with_carp()
+    rec = Recorder(switch=True)
+    sw.on_special = rec.special
+    sw.forward(1.0, p2, [eth(BCAST, VMAC)])  # another node's master behind p2, learned first
+    sw.set_special_macs([VMAC])
+    out(sw)
+    assert sw.lookup(VMAC) == "p2"
+    sw.forward(2.0, p1, [eth(VMAC, A)])
+    assert out(sw) == {"p2": [eth(VMAC, A)]}
+    sw.forward(2.0, p1, [eth(BCAST, VMAC)])  # the virtual MAC moves to p1 (not a kernel port)
+    out(sw)
+    sw.forward(2.0, p2, [eth(VMAC, B)])
+    assert out(sw) == {"p1": [eth(VMAC, B)]}
+    assert sw.lookup(VMAC) == "p1"
+    sw.forward(400.0, p2, [eth(VMAC, B)])  # the learned location ages out, the MAC stays special
+    assert sorted(out(sw)) == ["host", "p1"]
+    assert VMAC in sw.special_macs and len(rec.calls) == 3
+
+
+def test_multicast_special_mac_is_flooded_and_delivered() -> None:
+    sw, p1, _, _, _ = with_carp()
+    f = eth(VMAC_IP, A)
+    rec = Recorder(switch=True, emits=[("carp0", f)])
+    sw.on_special = rec.special
+    mrec = Recorder()
+    sw.on_multicast = mrec.multicast
+    sw.set_special_macs([VMAC_IP])
+    sw.forward(1.0, p1, [f])
+    assert out(sw) == {"p2": [f], "host": [f], "carp0": [f]}
+    assert mrec.calls == []  # the special hook saw it; the multicast hook is not called twice
+
+
+def test_hub_mode_special_mac() -> None:
+    sw, p1, _, _, _ = with_carp()
+    sw.hub = True
+    rec = Recorder(switch=True, emits=[("carp0", b"x" * 20)])
+    sw.on_special = rec.special
+    sw.set_special_macs([VMAC])
+    sw.forward(1.0, p1, [eth(VMAC, A), b"short"])
+    assert out(sw) == {"p2": [eth(VMAC, A)], "host": [eth(VMAC, A)], "carp0": [b"x" * 20]}
+    assert p1.counters.rx_dropped == 1
+
+
+def test_multicast_hook_runs_after_flooding_and_replies_go_back() -> None:
+    sw, p1, _, _, _ = with_carp()
+    req = eth(BCAST, A, b"arp-request", b"\x08\x06")
+    reply = eth(A, VMAC, b"arp-reply", b"\x08\x06")
+    rec = Recorder(emits=[("p1", reply)])
+    sw.on_multicast = rec.multicast
+    sw.forward(7.0, p1, [req, eth(B, A)])  # the unknown unicast is flooded, no hook
+    assert rec.calls == [(7.0, "p1", req)]
+    assert out(sw) == {"p1": [reply], "p2": [req, eth(B, A)], "host": [req, eth(B, A)]}
+
+
+def test_hook_outputs_get_the_right_vnet_header() -> None:
+    sw = Switch("s", vnet_hdr=10)
+    p1 = sw.add_port("p1")
+    sw.add_port("p2")
+    gso = bytes(range(1, 11))
+    req = eth(BCAST, A, b"0123456789")
+    rewrite = eth(C, A, b"0123456789")  # same length: a rewrite of the ingress frame
+    new = eth(A, C, b"short")
+    rec = Recorder(emits=[("p2", rewrite), ("p1", new)])
+    sw.on_multicast = rec.multicast
+    sw.forward(1.0, p1, [gso + req])
+    assert rec.calls == [(1.0, "p1", req)]  # the hook sees a plain Ethernet frame
+    assert out(sw) == {"p2": [gso + req, gso + rewrite], "p1": [bytes(10) + new]}
+
+
+def test_egress_filter_only_for_kernel_ports_and_rewrites_before_learning() -> None:
+    sw, p1, _, host, _ = with_carp()
+    own = bytes.fromhex("02aaaaaaaaaa")
+    seen: list[str] = []
+
+    def filt(now: float, port: str, frame: bytes) -> bytes | None:
+        seen.append(port)
+        if frame[12:14] == b"\x08\x06":
+            return None
+        return frame[:6] + own + frame[12:]
+
+    sw.egress_filter = filt
+    sw.forward(1.0, host, [eth(BCAST, VMAC), eth(A, VMAC, b"arp", b"\x08\x06")])
+    assert host.counters.rx_filtered == 1 and host.counters.rx_packets == 2
+    assert out(sw) == {"p1": [eth(BCAST, own)], "p2": [eth(BCAST, own)]}
+    assert sw.lookup(own) == "host" and sw.lookup(VMAC) is None
+    sw.forward(1.0, p1, [eth(own, A)])
+    assert seen == ["host", "host"]
+    assert out(sw) == {"host": [eth(own, A)]}
+
+
+def test_egress_filter_keeps_vnet_header_of_rewrites() -> None:
+    sw = Switch("s", vnet_hdr=10)
+    host = sw.add_port("host", kernel=True)
+    sw.add_port("p1")
+    hdr = bytes(range(1, 11))
+    sw.egress_filter = lambda now, port, frame: frame[:6] + C + frame[12:]
+    sw.forward(1.0, host, [hdr + eth(BCAST, A)])
+    assert out(sw) == {"p1": [hdr + eth(BCAST, C)]}
+    sw.egress_filter = lambda now, port, frame: frame
+    sw.forward(1.0, host, [hdr + eth(BCAST, A)])
+    assert out(sw) == {"p1": [hdr + eth(BCAST, A)]}
+
+
+def test_no_floods_between_kernel_ports_and_carp_port_gets_no_floods() -> None:
+    sw, p1, _, host, _ = with_carp()
+    sw.forward(1.0, host, [eth(BCAST, C)])
+    assert sorted(out(sw)) == ["p1", "p2"]
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    assert sorted(out(sw)) == ["host", "p2"]
+
+
+def test_inject_switches_by_destination_and_never_to_kernel_ports() -> None:
+    sw, p1, p2, host, _ = with_carp()
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.forward(1.0, host, [eth(BCAST, C)])
+    out(sw)
+    advert = eth(bytes.fromhex("01005e000012"), VMAC)
+    sw.inject(advert)
+    assert out(sw) == {"p1": [advert], "p2": [advert]}
+    sw.inject(eth(A, VMAC))
+    assert out(sw) == {"p1": [eth(A, VMAC)]}
+    sw.inject(eth(C, VMAC))  # learned on a kernel port: treated as unknown
+    assert sorted(out(sw)) == ["p1", "p2"]
+    sw.inject(eth(B, VMAC), port="p2")
+    assert out(sw) == {"p2": [eth(B, VMAC)]}
+    sw.inject(eth(B, VMAC), port="nope")
+    sw.inject(b"runt")
+    assert sw.bad_emits == 2 and out(sw) == {}
+    del p2
+
+
+def test_inject_with_vnet_header_prepends_a_zero_header() -> None:
+    sw = Switch("s", vnet_hdr=12)
+    sw.add_port("p1")
+    sw.inject(eth(BCAST, A))
+    assert out(sw) == {"p1": [bytes(12) + eth(BCAST, A)]}
+
+
+def test_link_down_port_gets_no_floods_and_loses_its_entries() -> None:
+    sw, p1, p2, p3 = three()
+    sw.forward(1.0, p2, [eth(BCAST, B)])
+    out(sw)
+    sw.set_link("p2", False)
+    sw.set_link("p2", False)  # idempotent
+    assert sw.lookup(B) is None
+    sw.forward(1.0, p1, [eth(B, A)])
+    assert out(sw) == {"p3": [eth(B, A)]}
+    sw.inject(eth(B, A), port="p2")
+    assert p2.counters.tx_dropped == 1 and out(sw) == {}
+    sw.set_link("p2", True)
+    sw.forward(1.0, p1, [eth(B, A)])
+    assert sorted(out(sw)) == ["p2", "p3"]
+    del p3
+
+
+def test_remove_port_forgets_its_entries() -> None:
+    sw, p1, p2, _ = three()
+    sw.forward(1.0, p2, [eth(BCAST, B)])
+    sw.remove_port("p2")
+    out(sw)
+    assert sw.lookup(B) is None
+    sw.forward(1.0, p1, [eth(B, A)])
+    assert out(sw) == {"p3": [eth(B, A)]}
+    with pytest.raises(ValueError):
+        sw.add_port("p1")
+
+
+def test_flush_keeps_special_macs() -> None:
+    sw, p1, p2, _ = three()
+    sw.forward(1.0, p2, [eth(BCAST, VMAC), eth(BCAST, B)])
+    sw.set_special_macs([VMAC])
+    assert sw.lookup(VMAC) == "p2"
+    sw.flush()
+    assert sw.lookup(VMAC) is None and sw.lookup(B) is None and sw.special_macs == {VMAC}
+    del p1
+
+
+def test_bad_hook_output_port_is_counted_not_raised() -> None:
+    sw, p1, _, _ = three()
+    sw.on_multicast = Recorder(emits=[("nope", eth(A, B))]).multicast
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    assert sw.bad_emits == 1
+
+
+# -- a reference model: the same switch written plainly, checked on random traffic ----------
+
+MACS = [bytes([2, 0, 0, 0, 0, i]) for i in range(1, 5)] + [BCAST, bytes.fromhex("333300000001")]
+
+
+class Model:
+    def __init__(self, ports: list[str], ageing: float) -> None:
+        self.ports = ports
+        self.ageing = ageing
+        self.table: dict[bytes, tuple[str, float]] = {}
+
+    def forward(self, now: float, port: str, frame: bytes) -> list[tuple[str, bytes]]:
+        dst, src = frame[:6], frame[6:12]
+        self.table = {m: e for m, e in self.table.items() if e[1] >= now - self.ageing}
+        if not src[0] & 1:
+            self.table[src] = (port, now)
+        entry = self.table.get(dst)
+        if dst[0] & 1 or entry is None:
+            return [(p, frame) for p in self.ports if p != port]
+        return [] if entry[0] == port else [(entry[0], frame)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(MACS),
+            st.sampled_from([*MACS[:4], MACS[5]]),
+            st.floats(0, 3),
+        ),
+        max_size=40,
+    )
+)
+def test_matches_a_plain_learning_switch(
+    traffic: list[tuple[int, bytes, bytes, float]],
+) -> None:
+    names = ["p1", "p2", "p3"]
+    sw = Switch("s", ageing=4.0)
+    ports = [sw.add_port(n) for n in names]
+    model = Model(names, 4.0)
+    now = 0.0
+    for i, (pi, dst, src, step) in enumerate(traffic):
+        now += step
+        frame = eth(dst, src, i.to_bytes(2, "big"))
+        # the switch sweeps lazily (within a quarter of `ageing`); sweep before every frame so
+        # that it must age exactly like the model
+        expected = model.forward(now, names[pi], frame)
+        sw.expire(now)
+        sw.forward(now, ports[pi], [frame])
+        got = [(p.name, f) for p, frames in sw.drain() for f in frames]
+        assert sorted(got) == sorted(expected)

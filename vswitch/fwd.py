@@ -1,0 +1,398 @@
+"""The L2 forwarding core of one switch: pure, frames in, per-port output queues out.
+
+No I/O and no clock: the caller passes a coarse `now` per batch. The hot path per frame is a
+length check, two slices and two dict lookups (source learning, destination); flooding, special
+MACs, hooks and malformed input are slow paths off to the side.
+
+Frames are in the switch's wire format: with `vnet_hdr` > 0 every frame starts with a virtio-net
+header of that many bytes (10, or 12 with TUNSETVNETHDRSZ) that is carried through unchanged.
+Hooks always see and return plain Ethernet frames; a frame a hook returns inherits the ingress
+frame's virtio-net header when it has the ingress frame's length (a rewrite of it, e.g. a new
+destination MAC, so checksum offsets and GSO sizes stay valid) and gets a zero header (no offload)
+otherwise.
+
+Ports marked `kernel` are the node's own kernel interfaces (the host port, carp TAPs): frames they
+send pass the egress filter first, floods between two kernel ports are skipped (one kernel), a
+special MAC is never learned from them, and frames the node injects are not flooded to them.
+"""
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+Emit = tuple[str | None, bytes]
+"""(output port name, Ethernet frame); port None: switch the frame as sent by the node itself."""
+
+SpecialHook = Callable[[float, str, bytes], tuple[bool, Sequence[Emit]]]
+"""(now, ingress port, frame) -> (also switch it normally?, frames to send)."""
+
+MulticastHook = Callable[[float, str, bytes], Sequence[Emit]]
+"""(now, ingress port, frame) -> frames to send (e.g. ARP/NA replies back out of the ingress)."""
+
+EgressFilter = Callable[[float, str, bytes], bytes | None]
+"""(now, kernel port, frame) -> the frame to switch (possibly rewritten), or None to drop it."""
+
+DEFAULT_AGEING = 300.0  # seconds, as the Linux bridge and carp(4)'s bridge(4)
+DEFAULT_MAX_ENTRIES = 8192  # bound the table against a flood of random source MACs
+ETH_HLEN = 14
+_ZERO_MAC = bytes(6)
+
+
+@dataclass(slots=True)
+class PortCounters:
+    """Per-port counters; rx_* are counted by `Switch.forward`, tx_* by whoever writes the port."""
+
+    rx_packets: int = 0
+    rx_bytes: int = 0
+    rx_dropped: int = 0  # malformed (shorter than an Ethernet header)
+    rx_filtered: int = 0  # dropped by the egress filter (kernel ports)
+    tx_packets: int = 0
+    tx_bytes: int = 0
+    tx_dropped: int = 0  # write failed (EIO on a down link, ENOBUFS, EAGAIN) or port down
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+class Port:
+    """One port of a switch as the forwarding core sees it (the device lives in vswitch/tap.py or
+    vswitch/raw.py). `outq` collects frames to write; the writer empties it after each batch."""
+
+    __slots__ = ("_flood", "counters", "flood", "kernel", "link_up", "name", "outq")
+
+    def __init__(self, name: str, kernel: bool, flood: bool) -> None:
+        self.name = name
+        self.kernel = kernel
+        self.flood = flood  # receives flooded frames (off for carp TAPs: the carp hooks decide)
+        self.link_up = True
+        self.counters = PortCounters()
+        self.outq: list[bytes] = []
+        # bound `append` of every flood target's queue, recomputed when ports or links change
+        self._flood: tuple[Callable[[bytes], None], ...] = ()
+
+
+# Table entries are mutable lists so a refresh is an item store, not an allocation:
+#   learned: [port, last_seen]
+#   special: [_SPECIAL, last_seen, port learned from a non-kernel port or None]
+_Entry = list[Any]
+_SPECIAL = Port("<special>", kernel=False, flood=False)
+
+
+class Switch:
+    """One L2 segment: MAC learning with ageing, flooding, hub mode, special MACs and hooks."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        hub: bool = False,
+        ageing: float = DEFAULT_AGEING,
+        vnet_hdr: int = 0,
+        max_entries: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
+        if vnet_hdr not in (0, 10, 12):
+            raise ValueError(f"vnet_hdr must be 0, 10 or 12, not {vnet_hdr}")
+        if ageing <= 0:
+            raise ValueError(f"ageing must be positive, not {ageing}")
+        self.name = name
+        self.hub = hub
+        self.ageing = ageing
+        self.vnet_hdr = vnet_hdr
+        self.max_entries = max_entries
+        self.on_special: SpecialHook | None = None
+        self.on_multicast: MulticastHook | None = None
+        self.egress_filter: EgressFilter | None = None
+        self.table_full = 0  # sources not learned because the table was full
+        self.bad_emits = 0  # hook output naming an unknown port
+        self.ports: dict[str, Port] = {}
+        self._table: dict[bytes, _Entry] = {}
+        self._special: frozenset[bytes] = frozenset()
+        self._inject_flood: tuple[Callable[[bytes], None], ...] = ()
+        self._zero_hdr = bytes(vnet_hdr)
+        self._next_sweep = 0.0
+
+    # -- configuration -------------------------------------------------------------------------
+
+    def add_port(self, name: str, *, kernel: bool = False, flood: bool = True) -> Port:
+        if name in self.ports:
+            raise ValueError(f"switch {self.name}: port {name} exists")
+        port = Port(name, kernel, flood)
+        self.ports[name] = port
+        self._recompute()
+        return port
+
+    def remove_port(self, name: str) -> None:
+        port = self.ports.pop(name)
+        self._forget(port)
+        self._recompute()
+
+    def set_link(self, name: str, up: bool) -> None:
+        """A down port gets no floods and its learned MACs are flushed (as bridge(4) does)."""
+        port = self.ports[name]
+        if port.link_up == up:
+            return
+        port.link_up = up
+        if not up:
+            self._forget(port)
+        self._recompute()
+
+    @property
+    def special_macs(self) -> frozenset[bytes]:
+        return self._special
+
+    def set_special_macs(self, macs: Iterable[bytes]) -> None:
+        """Destination MACs whose frames go to `on_special` (the carp MACs); they take precedence
+        over the learned table, and a location learned for them from a non-kernel port is kept
+        for when the hook asks to switch the frame normally."""
+        new = frozenset(bytes(m) for m in macs)
+        table = self._table
+        for mac in self._special - new:
+            entry = table.pop(mac, None)
+            if entry is not None and entry[2] is not None:
+                table[mac] = [entry[2], entry[1]]
+        for mac in new - self._special:
+            entry = table.get(mac)
+            if entry is None:
+                table[mac] = [_SPECIAL, 0.0, None]
+            else:
+                learned: Port = entry[0]
+                table[mac] = [_SPECIAL, entry[1], None if learned.kernel else learned]
+        self._special = new
+
+    def _recompute(self) -> None:
+        ports = list(self.ports.values())
+        for p in ports:
+            p._flood = tuple(
+                q.outq.append
+                for q in ports
+                if q is not p and q.flood and q.link_up and not (p.kernel and q.kernel)
+            )
+        self._inject_flood = tuple(
+            q.outq.append for q in ports if q.flood and q.link_up and not q.kernel
+        )
+
+    def _forget(self, port: Port) -> None:
+        table = self._table
+        for mac in [m for m, e in table.items() if e[0] is port]:
+            del table[mac]
+        for entry in table.values():
+            if entry[0] is _SPECIAL and entry[2] is port:
+                entry[2] = None
+
+    # -- the table -----------------------------------------------------------------------------
+
+    def lookup(self, mac: bytes) -> str | None:
+        """The port a unicast MAC was learned on (for a special MAC: its learned location)."""
+        entry = self._table.get(mac)
+        if entry is None:
+            return None
+        port: Port | None = entry[2] if entry[0] is _SPECIAL else entry[0]
+        return None if port is None else port.name
+
+    @property
+    def table_size(self) -> int:
+        return sum(1 for e in self._table.values() if e[0] is not _SPECIAL)
+
+    def entries(self, now: float) -> list[tuple[bytes, str, float]]:
+        """(MAC, port, age in seconds) of every learned entry."""
+        out = []
+        for mac, entry in self._table.items():
+            port: Port | None = entry[2] if entry[0] is _SPECIAL else entry[0]
+            if port is not None:
+                out.append((mac, port.name, now - entry[1]))
+        return out
+
+    def expire(self, now: float) -> None:
+        """Remove entries not seen for `ageing` seconds (forward() calls this by itself)."""
+        limit = now - self.ageing
+        table = self._table
+        for mac in [m for m, e in table.items() if e[0] is not _SPECIAL and e[1] < limit]:
+            del table[mac]
+        for entry in table.values():
+            if entry[0] is _SPECIAL and entry[2] is not None and entry[1] < limit:
+                entry[2] = None
+        # sweeping a few times per ageing period bounds the overrun to a quarter of it
+        self._next_sweep = now + min(1.0, self.ageing / 4)
+
+    def flush(self) -> None:
+        """Forget every learned MAC (special MACs stay special)."""
+        for mac in [m for m, e in self._table.items() if e[0] is not _SPECIAL]:
+            del self._table[mac]
+        for entry in self._table.values():
+            entry[2] = None
+
+    # -- forwarding ----------------------------------------------------------------------------
+
+    def forward(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
+        """Switch a batch of frames received on `port`; outputs land in the ports' `outq`."""
+        c = port.counters
+        n = len(frames)
+        c.rx_packets += n
+        c.rx_bytes += sum(map(len, frames)) - n * self.vnet_hdr
+        if port.kernel and self.egress_filter is not None:
+            frames = self._filter_egress(now, port, frames)
+        if now >= self._next_sweep:
+            self.expire(now)
+        if self.hub:
+            self._forward_hub(now, port, frames)
+            return
+        o = self.vnet_hdr
+        o6 = o + 6
+        o12 = o + 12
+        minlen = o + ETH_HLEN
+        table = self._table
+        get = table.get
+        flood = port._flood
+        for frame in frames:
+            if len(frame) < minlen:
+                c.rx_dropped += 1
+                continue
+            src = frame[o6:o12]
+            e = get(src)
+            if e is not None and e[0] is port:
+                e[1] = now
+            else:
+                self._learn(now, port, src, e)
+            d = get(frame[o:o6])
+            if d is None:
+                for append in flood:
+                    append(frame)
+                if frame[o] & 1 and self.on_multicast is not None:
+                    self._multicast(now, port, frame)
+            else:
+                q = d[0]
+                if q is _SPECIAL:
+                    self._to_special(now, port, frame, d)
+                elif q is not port:
+                    q.outq.append(frame)
+
+    def _forward_hub(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
+        o = self.vnet_hdr
+        minlen = o + ETH_HLEN
+        special = self._special
+        flood = port._flood
+        c = port.counters
+        for frame in frames:
+            if len(frame) < minlen:
+                c.rx_dropped += 1
+                continue
+            if special and frame[o : o + 6] in special:
+                self._to_special(now, port, frame, None)
+                continue
+            for append in flood:
+                append(frame)
+            if frame[o] & 1 and self.on_multicast is not None:
+                self._multicast(now, port, frame)
+
+    def _learn(self, now: float, port: Port, src: bytes, e: _Entry | None) -> None:
+        if e is None:
+            # multicast or zero sources are switched but never learned (carp in `ip` mode on
+            # OpenBSD sends from its multicast MAC; dropping those would break interop)
+            if src[0] & 1 or src == _ZERO_MAC:
+                return
+            if len(self._table) >= self.max_entries:
+                self.table_full += 1
+                return
+            self._table[src] = [port, now]
+        elif e[0] is _SPECIAL:
+            # a virtual MAC seen from the segment (another node's master); never from our kernel
+            if not port.kernel:
+                e[1] = now
+                e[2] = port
+        else:
+            e[0] = port  # station moved
+            e[1] = now
+
+    def _to_special(self, now: float, port: Port, frame: bytes, d: _Entry | None) -> None:
+        o = self.vnet_hdr
+        eth = frame[o:] if o else frame
+        switch: bool = True
+        emits: Sequence[Emit] = ()
+        if self.on_special is not None:
+            switch, emits = self.on_special(now, port.name, eth)
+        if switch:
+            learned = d[2] if d is not None else None
+            if self.hub or frame[o] & 1 or learned is None:
+                for append in port._flood:
+                    append(frame)
+            elif learned is not port:
+                learned.outq.append(frame)
+        if emits:
+            self._emit(frame, eth, emits)
+
+    def _multicast(self, now: float, port: Port, frame: bytes) -> None:
+        assert self.on_multicast is not None
+        o = self.vnet_hdr
+        eth = frame[o:] if o else frame
+        emits = self.on_multicast(now, port.name, eth)
+        if emits:
+            self._emit(frame, eth, emits)
+
+    def _filter_egress(self, now: float, port: Port, frames: Sequence[bytes]) -> list[bytes]:
+        assert self.egress_filter is not None
+        o = self.vnet_hdr
+        out = []
+        for frame in frames:
+            eth = frame[o:] if o else frame
+            new = self.egress_filter(now, port.name, eth)
+            if new is None:
+                port.counters.rx_filtered += 1
+            elif new is eth:
+                out.append(frame)
+            else:
+                out.append(self._wire(frame, eth, new))
+        return out
+
+    def _wire(self, frame: bytes | None, eth: bytes | None, new: bytes) -> bytes:
+        """`new` in wire format: the virtio-net header of `frame` for a same-length rewrite."""
+        o = self.vnet_hdr
+        if not o:
+            return new
+        if frame is not None and eth is not None and len(new) == len(eth):
+            return frame[:o] + new
+        return self._zero_hdr + new
+
+    def _emit(self, frame: bytes | None, eth: bytes | None, emits: Sequence[Emit]) -> None:
+        for name, out in emits:
+            wire = self._wire(frame, eth, out)
+            if name is None:
+                self._inject_wire(wire)
+                continue
+            port = self.ports.get(name)
+            if port is None:
+                self.bad_emits += 1
+            elif not port.link_up:
+                port.counters.tx_dropped += 1
+            else:
+                port.outq.append(wire)
+
+    # -- frames sent by the node itself --------------------------------------------------------
+
+    def inject(self, frame: bytes, port: str | None = None) -> None:
+        """Queue an Ethernet frame the node sends (advertisement, gratuitous ARP, reply): out of
+        `port`, or switched by destination (no learning, no hooks, never to kernel ports)."""
+        self._emit(None, None, ((port, frame),))
+
+    def _inject_wire(self, wire: bytes) -> None:
+        o = self.vnet_hdr
+        if len(wire) < o + ETH_HLEN:
+            self.bad_emits += 1
+            return
+        d = None if self.hub else self._table.get(wire[o : o + 6])
+        target: Port | None = None
+        if d is not None:
+            target = d[2] if d[0] is _SPECIAL else d[0]
+        if target is not None and not target.kernel and not wire[o] & 1:
+            target.outq.append(wire)
+        else:
+            for append in self._inject_flood:
+                append(wire)
+
+    def drain(self) -> list[tuple[Port, list[bytes]]]:
+        """Take every non-empty output queue (the queues stay the same list objects)."""
+        out = []
+        for port in self.ports.values():
+            if port.outq:
+                out.append((port, port.outq[:]))
+                port.outq.clear()
+        return out
