@@ -183,9 +183,10 @@ def _finish(
 
 def _parse_ipv4(packet: bytes) -> Parsed:
     if len(packet) < IPV4_HEADER_LEN:
-        if len(packet) > 9 and packet[9] != IPPROTO_CARP:
-            return _not_carp(4)
-        return Parsed(Verdict.HDROPS, 4, None, None, 0, False, None)
+        # a cut header is hdrops only when it still shows protocol 112
+        if len(packet) > 9 and packet[9] == IPPROTO_CARP:
+            return Parsed(Verdict.HDROPS, 4, None, None, 0, False, None)
+        return _not_carp(4)
     first, _tos, total, _id, _frag, ttl, proto, _sum, src_b, dst_b = _IPV4.unpack_from(packet)
     src, dst = IPv4Address(src_b), IPv4Address(dst_b)
     hlen = (first & 0x0F) * 4
@@ -202,7 +203,9 @@ def _parse_ipv4(packet: bytes) -> Parsed:
 
 def _parse_ipv6(packet: bytes) -> Parsed:
     if len(packet) < IPV6_HEADER_LEN:
-        return Parsed(Verdict.HDROPS, 6, None, None, 0, True, None)
+        if len(packet) > 6 and packet[6] == IPPROTO_CARP:
+            return Parsed(Verdict.HDROPS, 6, None, None, 0, True, None)
+        return _not_carp(6)
     _vtf, plen, nxt, hlim, src_b, dst_b = _IPV6.unpack_from(packet)
     src, dst = IPv6Address(src_b), IPv6Address(dst_b)
     end = min(IPV6_HEADER_LEN + plen, len(packet))

@@ -5,7 +5,9 @@ import importlib
 import sys
 
 # subcommand -> module implementing `configure(parser)` and `run(args) -> int`
-COMMANDS: dict[str, str] = {}
+COMMANDS: dict[str, str] = {
+    "decode": "vswitch.decode",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

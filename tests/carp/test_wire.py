@@ -277,10 +277,17 @@ def test_parse_checksum_has_no_pseudo_header() -> None:
     assert parse_ip(packet).verdict is Verdict.ACCEPT
 
 
-@pytest.mark.parametrize("length", [1, 9, 19])
+@pytest.mark.parametrize("length", [10, 19])
 def test_parse_hdrops_truncated_ipv4_header(length: int) -> None:
     parsed = parse_ip(ipv4()[:length])
     assert parsed.verdict is Verdict.HDROPS
+    assert parsed.carp
+
+
+@pytest.mark.parametrize("length", [1, 9])
+def test_parse_truncated_before_protocol_is_not_carp(length: int) -> None:
+    assert not parse_ip(ipv4()[:length]).carp
+    assert not parse_ip(FRAME5[14 : 14 + length - 3]).carp
 
 
 @pytest.mark.parametrize("ihl", [0, 4, 15])
@@ -345,7 +352,7 @@ def test_parse_ipv6_truncated_extension_is_not_carp() -> None:
 def test_parse_ipv6_short_fixed_header() -> None:
     parsed = parse_ip(FRAME5[14:40])
     assert parsed.verdict is Verdict.HDROPS
-    assert parsed.af == 6
+    assert parsed.af == 6 and parsed.carp
 
 
 # --- the common part ---------------------------------------------------------------------------
