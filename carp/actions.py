@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass
 from enum import StrEnum
+from ipaddress import IPv4Address
 
 from carp.constants import State
 
@@ -40,6 +41,8 @@ class Transmit:
     For ADVERT and BOWOUT the driver reports the outcome with
     ``CarpHost.transmit_result(now, action, error)`` (send-error demotion, 4.6).
     For ARP_REPLY / NA_REPLY, `port` is the ingress port of the request the reply goes back to.
+    `next_hop` is set for an advertisement to a unicast carppeer: the frame's destination MAC is
+    then zero and the driver fills in the MAC it resolves for that address (1.3).
     """
 
     carpdev: str
@@ -49,6 +52,7 @@ class Transmit:
     vhid: int = 0
     af: int = 0  # 4 or 6 for advertisements
     port: str | None = None
+    next_hop: IPv4Address | None = None
 
 
 @dataclass(frozen=True, slots=True)

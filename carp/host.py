@@ -1,0 +1,282 @@
+"""CarpHost: one CARP node, the core's single entry object (docs/architecture.md).
+
+It holds the sysctls (§8.1), the interface groups and their demote counters (§5), carpstats
+(§8.2) and every carp interface, runs the receive pipeline of §1.6 in the kernel's order, and
+filters Log actions by the `log` sysctl (§8.3). Everything is sans-IO: each entry point takes
+`now` and returns the actions for the driver; `get_timer()` says when to call `handle_timer`.
+"""
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import ClassVar
+
+from carp.actions import Action, DemoteChanged, Log, Reason, Transmit, TxKind
+from carp.carpif import DEMOTE_MAX, CarpInterface
+from carp.constants import (
+    CARP_VERSION,
+    LOG_ERR,
+    LOG_INFO,
+    LOG_NOTICE,
+    State,
+)
+from carp.params import CarpDev, CarpIfParams, Sysctls
+from carp.stats import CarpStats
+from carp.vhe import AF_INET6
+from carp.wire import Parsed, Verdict, parse_ip
+
+SUPPRESSED_ADVSKEW = 240  # design.md decision 5 (carp(4) <= 4.7, ip_carp.c rev 1.94)
+SYSCTL_PREFIX = "net.inet.carp."
+ADMIN_DEMOTE_RANGE = range(0, DEMOTE_MAX + 1)  # if_setgroupattribs keeps a group in 0..255
+
+
+class CarpHost:
+    """The whole node: sysctls, groups and demotion, statistics, all carp interfaces."""
+
+    SYSCTLS: ClassVar[tuple[str, ...]] = ("allow", "preempt", "log")
+
+    def __init__(
+        self,
+        sysctls: Sysctls,
+        carpifs: Sequence[CarpIfParams],
+        carpdevs: Mapping[str, CarpDev],
+        cookie: Callable[[], bytes],
+    ) -> None:
+        self.sysctls = sysctls
+        self.stats = CarpStats()
+        self._cookie = cookie
+        self.carpdevs = dict(carpdevs)
+        self.link: dict[str, bool] = dict.fromkeys(self.carpdevs, True)
+        self.carpifs: dict[str, CarpInterface] = {}
+        self.groups: dict[str, int] = {"carp": 0}  # the carp family group always exists
+        for params in carpifs:
+            if params.name in self.carpifs:
+                raise ValueError(f"duplicate carp interface {params.name}")
+            if params.carpdev not in self.carpdevs:
+                raise ValueError(f"{params.name}: unknown carpdev {params.carpdev}")
+            sc = CarpInterface(params, self.carpdevs[params.carpdev], self)
+            self.carpifs[sc.name] = sc
+            for group in sc.groups:
+                self.groups.setdefault(group, 0)
+        self._by_dev: dict[str, list[CarpInterface]] = {}
+        for sc in sorted(self.carpifs.values(), key=lambda c: c.leader.vhid):
+            used = {v.vhid for other in self._by_dev.get(sc.carpdev, []) for v in other.vhes}
+            if clash := used & {v.vhid for v in sc.vhes}:
+                # carp_vhids_ioctl: a vhid already used on the same parent is EINVAL
+                raise ValueError(f"{sc.name}: vhid {min(clash)} already used on {sc.carpdev}")
+            self._by_dev.setdefault(sc.carpdev, []).append(sc)
+
+    # -- HostEnv (what the carp interfaces ask of the node)
+
+    def preempt(self) -> bool:
+        return self.sysctls.preempt
+
+    def draw(self) -> bytes:
+        return self._cookie()
+
+    def demote_count(self, carpif: str) -> int:
+        """D_local (carp_group_demote_count, §5.1): the sum over the interface's groups, or its
+        own counter when that sum is 0, capped at 255."""
+        sc = self.carpifs[carpif]
+        total = sum(self.groups[g] for g in sc.groups)
+        return min(total or sc.demote_cnt, DEMOTE_MAX)
+
+    def any_carpdev_down(self) -> bool:
+        return any(not self.link[dev] for dev in self._by_dev)
+
+    def advertised_advskew(self, advskew: int) -> int:
+        """design.md decision 5: while preempt is on and any carpdev of the node is down, every
+        carp interface advertises advskew max(240, own).
+
+        Our choice: only the advertised value changes (carp(4)'s description); the interval we
+        send at and the advskew we compare with in §4.4 stay the configured ones, as in current
+        ip_carp.c. Demotion (§4.8) moves the addresses anyway; the 240 makes an old-style peer
+        with preempt take over too.
+        """
+        if self.sysctls.preempt and self.any_carpdev_down():
+            return max(SUPPRESSED_ADVSKEW, advskew)
+        return advskew
+
+    def adjust_demote(self, now: float, carpif: str, adj: int, reason: str) -> list[Action]:
+        """carp_group_demote_adj (§5.1) for a kernel-internal reason: counters floor at 0; a
+        0 -> 1 group transition makes every MASTER carpnode advertise at once."""
+        sc = self.carpifs[carpif]
+        sc.demote_cnt = max(0, sc.demote_cnt + adj)
+        actions: list[Action] = []
+        became_one = False
+        for group in sc.groups:
+            value = max(0, self.groups[group] + adj)
+            self.groups[group] = value
+            became_one = became_one or (adj > 0 and value == 1)
+            actions.append(DemoteChanged(group, adj, value, reason, carpif))
+            message = f"{carpif} demoted group {group} by {adj} to {value} ({reason})"
+            actions.append(sc.log(LOG_ERR, message))
+        if became_one:
+            actions += self._send_ad_all(now)
+        return actions
+
+    def _send_ad_all(self, now: float) -> list[Action]:
+        actions: list[Action] = []
+        for sc in self.carpifs.values():
+            actions += sc.advertise_masters(now)
+        return actions
+
+    # -- entry points
+
+    def start(self, now: float) -> list[Action]:
+        """Every running interface INIT -> BACKUP; MASTER only after master-down (§4.3)."""
+        return self._entry(now, lambda sc: sc.setrun_all(now, Reason.START))
+
+    def get_timer(self) -> float | None:
+        deadlines = [d for d in (sc.deadline() for sc in self.carpifs.values()) if d is not None]
+        return min(deadlines) if deadlines else None
+
+    def handle_timer(self, now: float) -> list[Action]:
+        return self._entry(now, lambda sc: sc.handle_timer(now))
+
+    def receive(self, now: float, carpdev: str, ip_packet: bytes) -> list[Action]:
+        """One protocol-112 packet from the switch `carpdev`: §1.6 in order, then §4.4."""
+        return self._filter(self._receive(now, carpdev, ip_packet))
+
+    def transmit_result(self, now: float, action: Transmit, error: int | None) -> list[Action]:
+        """The driver's report for an ADVERT/BOWOUT frame: opackets, send-error demotion."""
+        sc = self.carpifs.get(action.carpif)
+        if sc is None or action.kind not in (TxKind.ADVERT, TxKind.BOWOUT):
+            return []
+        return self._filter(sc.transmit_result(now, action, error))
+
+    def set_carpdev_link(self, now: float, carpdev: str, up: bool) -> list[Action]:
+        """§4.8 for every carp interface on `carpdev`."""
+        if carpdev not in self.link:
+            raise ValueError(f"unknown carpdev {carpdev}")
+        self.link[carpdev] = up
+        actions: list[Action] = []
+        for sc in self._by_dev.get(carpdev, []):
+            actions += sc.set_carpdev_link(now, up)
+        return self._filter(actions)
+
+    def force_state(self, now: float, carpif: str, state: State) -> list[Action]:
+        return self._filter(self._carpif(carpif).force_state(now, state))
+
+    def set_admin(self, now: float, carpif: str, up: bool) -> list[Action]:
+        return self._filter(self._carpif(carpif).set_admin(now, up))
+
+    def group_demote(self, now: float, group: str, adj: int, reason: str = "admin") -> list[Action]:
+        """`ifconfig -g <group> carpdemote [adj]` (§5.2): the result must stay in 0..255.
+
+        if_setgroupattribs then hands a positive change to every member (carp_ifgattr_ioctl),
+        and each running member advertises its MASTER carpnodes at once.
+        """
+        if group not in self.groups:
+            raise ValueError(f"no interface group {group}")
+        value = self.groups[group] + adj
+        if value not in ADMIN_DEMOTE_RANGE:
+            raise ValueError(f"demote counter of group {group} would be {value}, not in 0..255")
+        self.groups[group] = value
+        actions: list[Action] = [
+            DemoteChanged(group, adj, value, reason),
+            Log(LOG_ERR, f"carp: group {group} demoted by {adj} to {value} ({reason})"),
+        ]
+        if adj > 0:
+            for sc in self.carpifs.values():
+                if group in sc.groups:
+                    actions += sc.advertise_masters(now)
+        return self._filter(actions)
+
+    def set_sysctl(self, now: float, name: str, value: int) -> list[Action]:
+        """net.inet.carp.{allow,preempt,log} at runtime (§8.1); takes effect from now on."""
+        short = name.removeprefix(SYSCTL_PREFIX)
+        if short not in self.SYSCTLS:
+            raise ValueError(f"unknown sysctl {name}")
+        if short == "log":
+            self.sysctls = replace(self.sysctls, log=int(value))
+        elif short == "allow":
+            self.sysctls = replace(self.sysctls, allow=bool(value))
+        else:
+            self.sysctls = replace(self.sysctls, preempt=bool(value))
+        return []
+
+    def shutdown(self, now: float) -> list[Action]:
+        """Bow out of everything (SIGTERM): `down` on every carp interface (§4.7)."""
+        return self._entry(now, lambda sc: sc.set_admin(now, False))
+
+    # -- internals
+
+    def _carpif(self, name: str) -> CarpInterface:
+        if name not in self.carpifs:
+            raise ValueError(f"no carp interface {name}")
+        return self.carpifs[name]
+
+    def _entry(self, now: float, each: Callable[[CarpInterface], list[Action]]) -> list[Action]:
+        actions: list[Action] = []
+        for sc in self.carpifs.values():
+            actions += each(sc)
+        return self._filter(actions)
+
+    def _filter(self, actions: list[Action]) -> list[Action]:
+        """Log actions pass iff level <= net.inet.carp.log (CARP_LOG, §8.3)."""
+        limit = self.sysctls.log
+        return [a for a in actions if not isinstance(a, Log) or a.level <= limit]
+
+    def _reject(self, counter: str, log: Log | None = None) -> list[Action]:
+        self.stats.count(counter)
+        return [log] if log is not None else []
+
+    def _receive(self, now: float, carpdev: str, packet: bytes) -> list[Action]:
+        parsed = parse_ip(packet)
+        if not parsed.carp:
+            return []  # not protocol 112: the kernel would never have handed it to carp
+        self.stats.count("ipackets6" if parsed.af == AF_INET6 else "ipackets")
+        if not self.sysctls.allow:
+            return []
+        if parsed.verdict is Verdict.HDROPS:
+            return self._reject("hdrops")  # the IP header could not be pulled up
+        ifs = self._by_dev.get(carpdev, [])
+        if not self._acceptable_if(parsed, ifs):
+            message = "carp: packet received on non-carp interface"
+            return self._reject("badif", Log(LOG_INFO, message))
+        early = self._ip_verdict(parsed, carpdev, len(packet))
+        if early is not None:
+            return early
+        header = parsed.header
+        assert header is not None  # ACCEPT always carries the header
+        # §1.6 common step 1: the first interface on this carpdev (sorted by leader vhid)
+        # whose peer kind matches and that has the vhid
+        for sc in ifs:
+            if parsed.af != AF_INET6 and sc.peer_is_multicast != parsed.ismulti:
+                continue
+            vhe = sc.vhe(header.vhid)
+            if vhe is not None:
+                break
+        else:
+            return self._reject("badvhid")
+        if not sc.is_running:
+            return self._reject("badvhid")
+        if header.version != CARP_VERSION:
+            return self._reject("badver", sc.bad_version(header.version))
+        if not sc.hmac[vhe.vhid].verify(header.counter, header.md):
+            return self._reject("badauth", sc.bad_auth())
+        if vhe.is_own(header.counter):
+            return self._reject("badauth", sc.loop_detected())  # simplex parent: counted too
+        return sc.input(now, vhe, header, parsed.af, str(parsed.src))
+
+    @staticmethod
+    def _acceptable_if(parsed: Parsed, ifs: list[CarpInterface]) -> bool:
+        """§1.6 IPv4 step 4 / IPv6 step 3: multicast reaches every UP carp interface; IPv4
+        unicast is accepted on a parent with carp interfaces; IPv6 only via a carp interface."""
+        if parsed.af == AF_INET6:
+            return any(sc.admin_up for sc in ifs)
+        return parsed.ismulti or bool(ifs)
+
+    def _ip_verdict(self, parsed: Parsed, carpdev: str, size: int) -> list[Action] | None:
+        """§1.6 IPv4 steps 5-7 / IPv6 steps 4-6 as parse_ip judged them; None: accepted."""
+        verdict = parsed.verdict
+        if verdict is Verdict.ACCEPT:
+            return None
+        if verdict is Verdict.BADTTL:
+            message = f"carp: received ttl {parsed.ttl} != 255 on {carpdev}"
+            return self._reject("badttl", Log(LOG_NOTICE, message))
+        if verdict is Verdict.BADLEN:
+            return self._reject("badlen", Log(LOG_INFO, f"carp: packet size {size} too small"))
+        if verdict is Verdict.BADSUM:
+            return self._reject("badsum", Log(LOG_INFO, f"carp: checksum failed on {carpdev}"))
+        raise AssertionError(f"parse_ip verdict {verdict} at the IP level")
