@@ -1,0 +1,250 @@
+"""The node's ordered event bus: state, demote, carrier and link changes as numbered events.
+
+Everything runs on the node's event loop, so publishing is synchronous and ordered. A subscriber
+(the control socket's `events` stream) gets a bounded queue; when it overflows the subscriber is
+dropped and counted, so a slow reader never holds the node back. Listeners (the hook runner) are
+plain callbacks and must not block.
+"""
+
+import asyncio
+import json
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, fields
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any, NamedTuple
+
+from carp.actions import Action, CarrierChanged, DemoteChanged, StateChanged
+from vswitch.status import NodeStatus, carpnodes
+
+
+class EventType(StrEnum):
+    STATE = "state"  # a carpnode changed state (carp.actions.StateChanged)
+    SNAPSHOT = "snapshot"  # current state of a carpnode, sent first to a new subscriber
+    DEMOTE = "demote"  # an interface group's demote counter moved (DemoteChanged)
+    CARRIER = "carrier"  # a carp interface's link went up/down (CarrierChanged, section 4.11)
+    LINK = "link"  # a port's link went up/down
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One event. Fields that do not apply to the type are None and left out of the JSON."""
+
+    seq: int
+    type: EventType
+    time: str  # wall clock, ISO 8601 UTC
+    monotonic: float  # the node's `now`
+    node: str
+    carpif: str | None = None
+    vhid: int | None = None
+    old: str | None = None
+    new: str | None = None
+    reason: str | None = None
+    group: str | None = None
+    adj: int | None = None
+    value: int | None = None
+    switch: str | None = None
+    port: str | None = None
+    up: bool | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["type"] = EventType(values["type"])
+        return cls(**values)
+
+
+class CarpNodeState(NamedTuple):
+    carpif: str
+    vhid: int
+    state: str
+    reason: str | None
+
+
+def states_from_status(status: NodeStatus) -> list[CarpNodeState]:
+    """The snapshot source for a node that already builds a status snapshot."""
+    return [
+        CarpNodeState(carpif["name"], vhe["vhid"], vhe["state"], vhe["reason"])
+        for carpif, vhe in carpnodes(status)
+    ]
+
+
+class SubscriptionClosed(Exception):
+    """The subscription was closed, or dropped because its queue overflowed."""
+
+
+class Subscription:
+    """A bounded queue of events for one reader."""
+
+    def __init__(self, bus: "EventBus", maxsize: int, on_drop: Callable[[], None] | None) -> None:
+        self._bus = bus
+        self._queue: deque[Event] = deque()
+        self._maxsize = maxsize
+        self._wakeup = asyncio.Event()
+        self._on_drop = on_drop
+        self.closed = False
+        self.overflowed = False
+
+    def offer(self, event: Event) -> bool:
+        """Queue `event`; False (and the subscription is closed) if the queue was full."""
+        if self.closed:
+            return False
+        if len(self._queue) >= self._maxsize:
+            self.overflowed = True
+            self._bus.dropped += 1
+            self.close()
+            if self._on_drop is not None:
+                self._on_drop()
+            return False
+        self._queue.append(event)
+        self._wakeup.set()
+        return True
+
+    def get_nowait(self) -> Event | None:
+        if self.overflowed:
+            raise SubscriptionClosed("event queue overflowed")
+        if self._queue:
+            return self._queue.popleft()
+        if self.closed:
+            raise SubscriptionClosed("subscription closed")
+        return None
+
+    async def get(self) -> Event:
+        while True:
+            event = self.get_nowait()
+            if event is not None:
+                return event
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self._bus._remove(self)
+            self._wakeup.set()
+
+    def __len__(self) -> int:
+        return len(self._queue)
+
+
+class EventBus:
+    """Numbers events, fans them out in order, and remembers per-carpnode counts for status."""
+
+    def __init__(
+        self,
+        node: str,
+        states: Callable[[], Iterable[CarpNodeState]] = list,
+        clock: Callable[[], float] = time.monotonic,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        self.node = node
+        self._states = states
+        self._clock = clock
+        self._wall = wall
+        self._subscribers: list[Subscription] = []
+        self._listeners: list[Callable[[Event], None]] = []
+        self.seq = 0
+        self.dropped = 0  # subscribers dropped for overflow
+        self.transitions: dict[tuple[str, int], int] = {}
+        self.last_reason: dict[tuple[str, int], str] = {}
+
+    def add_listener(self, listener: Callable[[Event], None]) -> None:
+        self._listeners.append(listener)
+
+    def subscribe(
+        self, maxsize: int = 1024, snapshot: bool = True, on_drop: Callable[[], None] | None = None
+    ) -> Subscription:
+        """A new subscriber: the current state of every carpnode first, then live events.
+
+        Snapshot events carry the seq of the last live event they already reflect, so the live
+        events that follow have strictly greater numbers.
+        """
+        sub = Subscription(self, maxsize, on_drop)
+        if snapshot:
+            mono, iso = self._clock(), self._iso()
+            for st in self._states():
+                sub.offer(
+                    Event(
+                        self.seq,
+                        EventType.SNAPSHOT,
+                        iso,
+                        mono,
+                        self.node,
+                        carpif=st.carpif,
+                        vhid=st.vhid,
+                        new=st.state,
+                        reason=st.reason,
+                    )
+                )
+        if not sub.closed:
+            self._subscribers.append(sub)
+        return sub
+
+    @property
+    def subscribers(self) -> int:
+        return len(self._subscribers)
+
+    def publish_actions(self, now: float, actions: Iterable[Action]) -> list[Event]:
+        """Turn the core's StateChanged / DemoteChanged / CarrierChanged into events."""
+        events = []
+        for action in actions:
+            if isinstance(action, StateChanged):
+                key = (action.carpif, action.vhid)
+                self.transitions[key] = self.transitions.get(key, 0) + 1
+                self.last_reason[key] = str(action.reason)
+                events.append(
+                    self._publish(
+                        now,
+                        EventType.STATE,
+                        carpif=action.carpif,
+                        vhid=action.vhid,
+                        old=action.old.name,
+                        new=action.new.name,
+                        reason=str(action.reason),
+                    )
+                )
+            elif isinstance(action, DemoteChanged):
+                events.append(
+                    self._publish(
+                        now,
+                        EventType.DEMOTE,
+                        carpif=action.carpif,
+                        group=action.group,
+                        adj=action.adj,
+                        value=action.value,
+                        reason=action.reason,
+                    )
+                )
+            elif isinstance(action, CarrierChanged):
+                events.append(
+                    self._publish(now, EventType.CARRIER, carpif=action.carpif, up=action.up)
+                )
+        return events
+
+    def publish_link(self, now: float, switch: str, port: str, up: bool) -> Event:
+        return self._publish(now, EventType.LINK, switch=switch, port=port, up=up)
+
+    def _publish(self, now: float, type_: EventType, **values: Any) -> Event:
+        self.seq += 1
+        event = Event(self.seq, type_, self._iso(), now, self.node, **values)
+        for sub in list(self._subscribers):
+            sub.offer(event)
+        for listener in self._listeners:
+            listener(event)
+        return event
+
+    def _iso(self) -> str:
+        return datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")
+
+    def _remove(self, sub: Subscription) -> None:
+        if sub in self._subscribers:
+            self._subscribers.remove(sub)
