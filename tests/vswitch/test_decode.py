@@ -357,3 +357,13 @@ def test_decode_frame_ignores_non_ip() -> None:
     assert decode_frame(b"\x00" * 60, 1, 0, 0.0, None) is None
     assert decode_frame(b"", 113, 0, 0.0, None) is None
     assert decode_frame(b"\x45", 101, 0, 0.0, None) is None
+    assert decode_frame(eth4(ipv4(advert().pack())), 105, 0, 0.0, None) is None
+
+
+def test_capture_without_protocol_112(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_pcap(tmp_path / "arp.pcap", [build_frame(MAC4, SRC_MAC, 0x0806, bytes(28))])
+    code, out, _ = run(capsys, str(path))
+    assert code == 0
+    assert out.splitlines()[0] == "1 frames, 0 protocol-112 packets: 0 carp, 0 vrrp, 0 other"
+    assert "verdicts:" not in out
+    assert run_json(capsys, str(path)) == []
