@@ -65,7 +65,8 @@ class HmacContexts:
 
     `lladdr` is the carp interface MAC to hash after the type byte; pass it only in the rare case
     of §2.2 step 3 (this vhe is the leader, and the carp MAC is neither its virtual MAC nor the
-    parent's real MAC). `v4`/`v6` are the receiver's own addresses, in any order.
+    parent's real MAC). `v4`/`v6` are the receiver's own addresses, in any order. `key` is
+    sc_key as `carp_key` gives it (the kernel pads it into a 64-byte block, never hashes it).
     """
 
     __slots__ = ("_nov6ll", "_orig", "_outer")
@@ -78,6 +79,8 @@ class HmacContexts:
         v6: Iterable[IPv6Address],
         lladdr: bytes | None = None,
     ) -> None:
+        if len(key) > _BLOCK:
+            raise ValueError("a carp key is at most 20 bytes (carp_key)")
         prefix = (lladdr or b"") + bytes((vhid & 0xFF,))
         v4_part = b"".join(_ascending((a.packed for a in v4), 4))
         v6_all = list(v6)

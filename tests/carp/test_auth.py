@@ -195,6 +195,11 @@ def test_key_bytes_and_str_agree_and_nul_ends_it() -> None:
     assert carp_key(b"abc\0def") == carp_key("abc")
 
 
+def test_overlong_raw_key_is_refused() -> None:
+    with pytest.raises(ValueError):
+        HmacContexts(b"k" * 65, 1, [IPv4Address("192.0.2.1")], [])
+
+
 def test_key_truncation_shows_in_the_hmac() -> None:
     nineteen = "0123456789abcdefghi"
     longer = contexts(nineteen + "XYZ", 1, ["192.0.2.1"]).generate(COUNTER)
