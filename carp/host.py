@@ -272,11 +272,10 @@ class CarpHost:
         verdict = parsed.verdict
         if verdict is Verdict.ACCEPT:
             return None
-        if verdict is Verdict.BADTTL:
-            message = f"carp: received ttl {parsed.ttl} != 255 on {carpdev}"
-            return self._reject("badttl", Log(LOG_NOTICE, message))
-        if verdict is Verdict.BADLEN:
-            return self._reject("badlen", Log(LOG_INFO, f"carp: packet size {size} too small"))
-        if verdict is Verdict.BADSUM:
-            return self._reject("badsum", Log(LOG_INFO, f"carp: checksum failed on {carpdev}"))
-        raise AssertionError(f"parse_ip verdict {verdict} at the IP level")
+        logged = {
+            Verdict.BADTTL: (LOG_NOTICE, f"carp: received ttl {parsed.ttl} != 255 on {carpdev}"),
+            Verdict.BADLEN: (LOG_INFO, f"carp: packet size {size} too small"),
+            Verdict.BADSUM: (LOG_INFO, f"carp: checksum failed on {carpdev}"),
+        }.get(verdict)
+        # Verdict values are the carpstats counter names
+        return self._reject(verdict.value, Log(*logged) if logged else None)

@@ -568,3 +568,30 @@ def test_loop_and_error_logs_bump_ierrors() -> None:
     loop = sc.loop_detected()
     assert (loop.level, loop.message) == (LOG_WARNING, "carp0: replay or network loop detected")
     assert sc.ierrors == 3
+
+
+def test_start_twice_changes_nothing() -> None:
+    host, sc = make()
+    host.start(0.0)
+    assert host.start(1.0) == []
+    assert sc.leader.md == 3.0
+
+
+def test_force_master_skips_carpnodes_already_master() -> None:
+    host, sc = make(ifparams(nodes="1:200,2:0", balancing=Balancing.IP))
+    host.start(0.0)
+    host.handle_timer(3.0)  # vhid 2 (advskew 0) first; the leader waits 3 x 1.78 s
+    assert [v.state for v in sc.vhes] == [State.BACKUP, State.MASTER]
+    actions = host.force_state(4.0, "carp0", State.MASTER)
+    assert [(a.vhid, a.new) for a in actions if isinstance(a, StateChanged)] == [(1, State.MASTER)]
+    assert [t.vhid for t in tx(actions, TxKind.ADVERT)] == [1]
+
+
+def test_advert_ignored_in_init_and_by_a_better_master() -> None:
+    host, sc = make(ifparams(passphrase=b""))
+    assert host.receive(0.0, "lan0", advert(demote=5, passphrase=b"")) == []  # before start
+    assert sc.leader.state is State.INIT and sc.leader.deadline() is None
+    master(host, sc)
+    ad = sc.leader.ad
+    assert host.receive(3.5, "lan0", advert(advskew=10, passphrase=b"")) == []
+    assert sc.leader.state is State.MASTER and sc.leader.ad == ad  # no reply advertisement
