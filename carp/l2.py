@@ -196,6 +196,28 @@ def parse_ns(frame: bytes) -> NeighborSolicit | None:
     return NeighborSolicit(frame[0:6], frame[6:12], src, dst, target, slla)
 
 
+def rewrite_slla(frame: bytes, mac: bytes) -> bytes:
+    """An NS frame (ICMPv6 right after the IPv6 header) with its source link-layer option set
+    to `mac` and the checksum recomputed; any other frame, or one without the option, as is.
+
+    The kernel's NS from a virtual address advertises the carp MAC, as ARP's sender does.
+    """
+    if len(frame) < 78 or frame[20] != IPPROTO_ICMPV6 or frame[54] != ND_NEIGHBOR_SOLICIT:
+        return frame
+    end = min(len(frame), 54 + int.from_bytes(frame[18:20], "big"))
+    icmp = bytearray(frame[54:end])
+    offset = 24
+    while offset + 8 <= len(icmp) and icmp[offset + 1]:
+        if icmp[offset] == ND_OPT_SOURCE_LINKADDR and icmp[offset + 1] == 1:
+            icmp[offset + 2 : offset + 8] = mac
+            icmp[2:4] = b"\x00\x00"
+            csum = _icmp6_checksum(frame[22:38], frame[38:54], bytes(icmp))
+            icmp[2:4] = csum.to_bytes(2, "big")
+            return frame[:54] + bytes(icmp) + frame[end:]
+        offset += icmp[offset + 1] * 8
+    return frame
+
+
 def _source_linkaddr(icmp: bytes, offset: int) -> tuple[bool, bytes | None]:
     """(options well-formed, the 6-byte source link-layer option or None)."""
     slla: bytes | None = None

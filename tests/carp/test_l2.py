@@ -17,6 +17,7 @@ from carp.l2 import (
     na_reply,
     parse_arp,
     parse_ns,
+    rewrite_slla,
     solicited_node,
     unsolicited_na,
 )
@@ -273,3 +274,27 @@ def test_struct_layout_of_na_matches_rfc() -> None:
     version_flow, plen, nxt, hlim = struct.unpack_from("!IHBB", frame, 14)
     assert version_flow >> 28 == 6 and (plen, nxt, hlim) == (32, 58, 255)
     assert len(frame) == 14 + 40 + 32
+
+
+def test_rewrite_slla_sets_option_and_checksum() -> None:
+    frame = make_ns(CLIENT6, VIP6, VIP6, slla=OWN)
+    out = rewrite_slla(frame, CARP_MAC)
+    ns = parse_ns(out)  # parse_ns verifies the checksum
+    assert ns is not None and ns.slla == CARP_MAC and ns.target == VIP6.packed
+    assert len(out) == len(frame) and out[:54] == frame[:54]
+    assert dpkt_checksum_ok(dpkt.ethernet.Ethernet(out).data)
+
+
+def test_rewrite_slla_after_other_option() -> None:
+    nonce = b"\x0e\x01" + b"\x11" * 6
+    frame = make_ns(CLIENT6, VIP6, VIP6, options=nonce + b"\x01\x01" + OWN)
+    ns = parse_ns(rewrite_slla(frame, CARP_MAC))
+    assert ns is not None and ns.slla == CARP_MAC
+
+
+def test_rewrite_slla_leaves_other_frames() -> None:
+    without = make_ns(CLIENT6, VIP6, VIP6, slla=None)
+    assert rewrite_slla(without, CARP_MAC) is without
+    na = unsolicited_na(OWN, VIP6)
+    assert rewrite_slla(na, CARP_MAC) is na
+    assert rewrite_slla(b"\x00" * 20, CARP_MAC) == b"\x00" * 20
