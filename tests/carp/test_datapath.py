@@ -886,3 +886,17 @@ def test_output_kernel_ns_from_vip_advertises_carp_mac(
     assert out is not None and out[6:12] == src
     parsed = l2.parse_ns(out)
     assert parsed is not None and parsed.slla == slla and parsed.target == CLIENT6.packed
+
+
+def test_output_arp_mode_source_follows_state_changes() -> None:
+    dp, _, cif = make(Balancing.ARP, (1, 2), masters=(0, 1))
+    mac = next(
+        m for m in clients(64) if arp_choice(0b11, 2, arp_hash(cif.hmac_inner, KEY, m))[1] == 1
+    )
+    frame = from_host(dst_mac=mac)
+    outs = [dp.output(DEV, frame, False) for _ in range(2)]  # the second from the cache
+    assert [o[6:12] if o else None for o in outs] == [cif.vhes[1].mac] * 2
+    cif.set_masters([0])
+    dp.refresh()
+    out = dp.output(DEV, frame, False)
+    assert out is not None and out[6:12] == cif.vhes[0].mac
