@@ -141,6 +141,7 @@ class CarpInterface:
         self.ierrors = 0
         self.oerrors = 0
         self._ident: int | None = None
+        self._reannounced = False  # since the leader's last advertisement (design decision 6)
 
     def _hmac_for(self, vhe: Vhe) -> HmacContexts:
         # §2.2 step 3: only the leader, and only for a custom lladdr that is neither its
@@ -296,6 +297,8 @@ class CarpInterface:
             actions.append(Transmit(self.carpdev, frame, kind, self.name, vhe.vhid, AF_INET6))
         if not bowout:
             vhe.rearm_ad(now, self.interval(vhe))
+            if vhe.leader:
+                self._reannounced = False
         return actions
 
     def _delayed_arp_tick(self) -> list[Action]:
@@ -376,7 +379,25 @@ class CarpInterface:
             return self._master_down(now, vhe, outcome.reason)
         if outcome.decision is Decision.RESTART_MASTER_DOWN:
             vhe.restart_master_down(now, self.master_down(vhe), af)
+        elif outcome.decision is Decision.STAY_MASTER:
+            return self._reannounce(vhe)
         return []
+
+    def _reannounce(self, vhe: Vhe) -> list[Action]:
+        """design.md decision 6: a split brain heals by the ordinary rules, and the winner
+        re-announces its addresses.
+
+        Only masters advertise, so a MASTER hearing a less preferred advertisement for its own
+        vhid has just met the other side of a split brain: in mode `none` the leader sends the
+        gratuitous ARPs and unsolicited NAs of a takeover again (at most once per advertisement
+        interval), so switches move the virtual MAC back at once. If instead the loser hears
+        the winner first, it yields silently and the winner cannot know; its periodic adverts,
+        sent from the virtual MAC, then re-teach the switches. ip_carp.c does nothing here.
+        """
+        if self.balancing is not Balancing.NONE or not vhe.leader or self._reannounced:
+            return []
+        self._reannounced = True
+        return self._garp() + self._unsolicited_na()
 
     def set_admin(self, now: float, up: bool) -> list[Action]:
         """`ifconfig carpN up|down` (§4.7): down bows out of every MASTER carpnode, then INIT."""

@@ -93,6 +93,8 @@ class Sim:
         self.delay: dict[tuple[str, str], float] = {}
         self.loss: dict[tuple[str, str], float] = {}
         self.partitions: list[frozenset[str]] = []
+        # drop(src node, dst node, frame) -> True to lose it (e.g. only one address family)
+        self.drop: Callable[[str, str, Transmit], bool] = lambda _s, _d, _tx: False
         self.records: list[Record] = []
         self._queue: list[_Delivery] = []
         self._seq = 0
@@ -157,9 +159,10 @@ class Sim:
     # -- running
 
     def act(self, node: str, call: Callable[[CarpHost, float], list[Action]]) -> list[Action]:
-        """Run an entry point of `node` now and carry out what it returns."""
+        """Run an entry point of `node` now, carry out what it returns, deliver what is due."""
         actions = call(self.nodes[node].host, self.now)
         self._carry_out(node, actions)
+        self.run_until(self.now)
         return actions
 
     def start(self, *nodes: str) -> None:
@@ -197,7 +200,7 @@ class Sim:
                 continue
             if tx.next_hop is not None and self.nodes[other].carpdevs[dev].ipv4 != tx.next_hop:
                 continue
-            if self.rng.random() < self.loss.get((node, other), 0.0):
+            if self.rng.random() < self.loss.get((node, other), 0.0) or self.drop(node, other, tx):
                 continue
             at = self.now + self.delay.get((node, other), 0.0)
             self._seq += 1

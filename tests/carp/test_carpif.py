@@ -587,11 +587,36 @@ def test_force_master_skips_carpnodes_already_master() -> None:
     assert [t.vhid for t in tx(actions, TxKind.ADVERT)] == [1]
 
 
-def test_advert_ignored_in_init_and_by_a_better_master() -> None:
+def test_advert_ignored_in_init() -> None:
     host, sc = make(ifparams(passphrase=b""))
     assert host.receive(0.0, "lan0", advert(demote=5, passphrase=b"")) == []  # before start
     assert sc.leader.state is State.INIT and sc.leader.deadline() is None
+
+
+def test_master_hearing_a_worse_master_reannounces_once_per_interval() -> None:
+    """design.md decision 6: the winner of a healed split brain re-announces its addresses."""
+    host, sc = make(ifparams(addresses=DUAL, passphrase=b""))
     master(host, sc)
     ad = sc.leader.ad
-    assert host.receive(3.5, "lan0", advert(advskew=10, passphrase=b"")) == []
+    worse = advert(advskew=10, v4=["192.0.2.10", "192.0.2.11"], v6=["2001:db8::10"], passphrase=b"")
+    actions = host.receive(3.5, "lan0", worse)
+    assert [t.kind for t in tx(actions)] == [TxKind.GARP, TxKind.GARP, TxKind.UNSOL_NA]
+    assert not [a for a in actions if isinstance(a, StateChanged)]
     assert sc.leader.state is State.MASTER and sc.leader.ad == ad  # no reply advertisement
+    assert host.receive(3.7, "lan0", worse) == []  # once until our next advertisement
+    host.handle_timer(4.0)
+    assert len(tx(host.receive(4.2, "lan0", worse), TxKind.GARP)) == 2
+
+
+@pytest.mark.parametrize("balancing", [Balancing.IP, Balancing.ARP])
+def test_no_reannounce_with_balancing(balancing: Balancing) -> None:
+    host, sc = make(ifparams(nodes="1:0,2:0", balancing=balancing, passphrase=b""))
+    master(host, sc)
+    for vhid in (1, 2):
+        assert host.receive(3.5, "lan0", advert(vhid=vhid, advskew=10, passphrase=b"")) == []
+
+
+def test_no_reannounce_for_a_non_leader() -> None:
+    host, sc = make(ifparams(nodes="1:0,2:0", passphrase=b""))
+    master(host, sc)
+    assert host.receive(3.5, "lan0", advert(vhid=2, advskew=10, passphrase=b"")) == []
