@@ -1,0 +1,301 @@
+"""The switch runtime: switches, their device ports, readers on the event loop, link monitors.
+
+One `DataPlane` per process, on the running (uv)loop, no threads. Each readable port fd is
+drained in batches of up to 64 frames; the batch goes through the switch's forwarding core
+(fwd.py) with one `now` and every output queue is written before the callback returns. Link
+events come from one RTMGRP_LINK socket per network namespace that holds a port.
+
+Offload (virtio-net headers, TSO) is decided per switch when it is added: `offload=None` turns it
+on when this kernel supports it for both port kinds (TUNGETFEATURES has IFF_VNET_HDR and
+AF_PACKET takes PACKET_VNET_HDR), since a port of either kind may join the switch later; every
+port of the switch then uses it (tap-io.md: on every port or on none).
+"""
+
+import asyncio
+import functools
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vswitch import netlink, raw, tap
+from vswitch.fwd import DEFAULT_AGEING, Port, Switch
+from vswitch.netlink import LinkMonitor, LinkState
+from vswitch.port import READ_BATCH, DevicePort
+
+VNET_HDR_LEN = 10  # the one size both TAPs and AF_PACKET accept
+
+LinkCallback = Callable[[str, str, bool], None]
+"""(switch, port, up)"""
+
+
+def offload_supported() -> bool:
+    return tap.vnet_hdr_supported() and raw.vnet_hdr_supported()
+
+
+@dataclass(eq=False)
+class SwitchRuntime:
+    """A switch with its devices; `pairs` is the write list walked after every batch."""
+
+    fwd: Switch
+    offload: bool
+    devices: dict[str, DevicePort] = field(default_factory=dict)
+    pairs: tuple[tuple[Port, DevicePort], ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.fwd.name
+
+
+class DataPlane:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop | None = None,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        batch: int = READ_BATCH,
+    ) -> None:
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
+        self.clock = clock
+        self.batch = batch
+        self.switches: dict[str, SwitchRuntime] = {}
+        self.on_link: LinkCallback | None = None
+        self._monitors: dict[str | None, LinkMonitor] = {}
+        self._watch: dict[tuple[str | None, str], tuple[SwitchRuntime, str]] = {}
+        self._busy: set[SwitchRuntime] = set()
+        self.closed = False
+
+    # -- switches and ports --------------------------------------------------------------------
+
+    def add_switch(
+        self,
+        name: str,
+        *,
+        hub: bool = False,
+        ageing: float = DEFAULT_AGEING,
+        offload: bool | None = None,
+    ) -> Switch:
+        if name in self.switches:
+            raise ValueError(f"switch {name} exists")
+        supported = offload_supported()
+        if offload is None:
+            offload = supported
+        elif offload and not supported:
+            raise OSError("offload requested but this kernel lacks IFF_VNET_HDR/PACKET_VNET_HDR")
+        fwd = Switch(name, hub=hub, ageing=ageing, vnet_hdr=VNET_HDR_LEN if offload else 0)
+        self.switches[name] = SwitchRuntime(fwd, offload)
+        return fwd
+
+    def switch(self, name: str) -> Switch:
+        return self.switches[name].fwd
+
+    def device(self, switch: str, port: str) -> DevicePort:
+        return self.switches[switch].devices[port]
+
+    def add_tap(
+        self,
+        switch: str,
+        name: str,
+        *,
+        ifname: str | None = None,
+        netns: str | None = None,
+        mac: bytes | None = None,
+        addresses: Sequence[str] = (),
+        mtu: int = 1500,
+        up: bool = True,
+        queues: int = 1,
+        kernel: bool = False,
+        flood: bool = True,
+    ) -> tap.TapPort:
+        """A TAP created for this port (in this process's namespace, then moved to `netns`).
+        The node's host port and carp TAPs are `kernel=True` (carp TAPs also `flood=False`)."""
+        rt = self.switches[switch]
+        dev = tap.TapPort(
+            ifname or name,
+            vnet_hdr=rt.fwd.vnet_hdr,
+            mtu=mtu,
+            mac=mac,
+            netns=netns,
+            addresses=addresses,
+            up=up,
+            queues=queues,
+        )
+        self._attach(rt, name, dev, kernel, flood)
+        return dev
+
+    def add_raw(
+        self,
+        switch: str,
+        name: str,
+        *,
+        ifname: str,
+        netns: str | None = None,
+        mtu: int = 1500,
+        promisc: bool = True,
+        ignore_outgoing: bool = True,
+    ) -> raw.RawPort:
+        """An AF_PACKET port on the existing interface `ifname` (in `netns`)."""
+        rt = self.switches[switch]
+        dev = raw.RawPort(
+            ifname,
+            vnet_hdr=rt.fwd.vnet_hdr,
+            netns=netns,
+            mtu=mtu,
+            promisc=promisc,
+            ignore_outgoing=ignore_outgoing,
+        )
+        self._attach(rt, name, dev, False, True)
+        return dev
+
+    def _attach(
+        self, rt: SwitchRuntime, name: str, dev: DevicePort, kernel: bool, flood: bool
+    ) -> None:
+        try:
+            if name in rt.devices:
+                raise ValueError(f"switch {rt.name}: port {name} exists")
+            fport = rt.fwd.add_port(name, kernel=kernel, flood=flood)
+            rt.devices[name] = dev
+            rt.pairs = (*rt.pairs, (fport, dev))
+            dev.on_link = functools.partial(self._link_changed, rt, name)
+            rt.fwd.set_link(name, dev.link_up)
+            for fd in dev.fds:
+                self.loop.add_reader(fd, self._readable, rt, fport, dev, fd)
+            self._follow(rt, name, dev)
+        except BaseException:
+            self._detach(rt, name, dev)
+            raise
+
+    def remove_port(self, switch: str, name: str) -> None:
+        rt = self.switches[switch]
+        self._detach(rt, name, rt.devices[name])
+
+    def _detach(self, rt: SwitchRuntime, name: str, dev: DevicePort) -> None:
+        if not dev.closed:
+            for fd in dev.fds:
+                self.loop.remove_reader(fd)
+        self._watch.pop((dev.netns, dev.ifname), None)
+        if rt.devices.get(name) is dev:
+            del rt.devices[name]
+            rt.pairs = tuple(p for p in rt.pairs if p[1] is not dev)
+            rt.fwd.remove_port(name)
+        dev.close()
+
+    # -- the hot path --------------------------------------------------------------------------
+
+    def _readable(self, rt: SwitchRuntime, fport: Port, dev: DevicePort, fd: int) -> None:
+        frames = dev.read_batch(fd, self.batch)
+        if frames:
+            self._busy.add(rt)
+            try:
+                rt.fwd.forward(self.clock(), fport, frames)
+            finally:
+                self._busy.discard(rt)
+            self._flush(rt)
+        if dev.failed is not None:
+            # the device is gone for good (e.g. its namespace was deleted): stop polling it
+            for fd_ in dev.fds:
+                self.loop.remove_reader(fd_)
+            dev.update_link(None)
+
+    def _flush(self, rt: SwitchRuntime) -> None:
+        hdr = rt.fwd.vnet_hdr
+        for fport, dev in rt.pairs:
+            queue = fport.outq
+            if queue:
+                result = dev.write_batch(queue)
+                queue.clear()
+                c = fport.counters
+                c.tx_packets += result.packets
+                c.tx_bytes += result.bytes - result.packets * hdr
+                c.tx_dropped += result.dropped
+
+    def send(self, switch: str, frame: bytes, port: str | None = None) -> None:
+        """Send an Ethernet frame as the node: out of `port`, or switched by destination (see
+        `fwd.Switch.inject`). Safe from inside a hook (written after the current batch)."""
+        rt = self.switches[switch]
+        rt.fwd.inject(frame, port)
+        if rt not in self._busy:
+            self._flush(rt)
+
+    # -- link state ----------------------------------------------------------------------------
+
+    def _follow(self, rt: SwitchRuntime, name: str, dev: DevicePort) -> None:
+        if dev.netns not in self._monitors:
+            monitor = LinkMonitor(dev.netns)
+            self._monitors[dev.netns] = monitor
+            self.loop.add_reader(monitor.fileno(), self._link_events, monitor)
+        self._watch[(dev.netns, dev.ifname)] = (rt, name)
+        # the state may have changed between the device's creation and the subscription
+        dev.update_link(netlink.link_state(dev.ifname, dev.netns))
+
+    def _link_events(self, monitor: LinkMonitor) -> None:
+        for state in monitor.read():
+            hit = self._watch.get((monitor.netns, state.ifname))
+            if hit is not None:
+                rt, name = hit
+                rt.devices[name].update_link(state)
+        if monitor.overrun:
+            monitor.overrun = False
+            self._resync(monitor.netns)
+
+    def _resync(self, netns: str | None) -> None:
+        for (ns, ifname), (rt, name) in list(self._watch.items()):
+            if ns == netns:
+                state: LinkState | None = netlink.link_state(ifname, ns)
+                rt.devices[name].update_link(state)
+
+    def _link_changed(self, rt: SwitchRuntime, name: str, up: bool) -> None:
+        if name in rt.fwd.ports:
+            rt.fwd.set_link(name, up)
+        if self.on_link is not None:
+            self.on_link(rt.name, name, up)
+
+    # -- status and shutdown -------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        """A JSON-able snapshot for status and metrics."""
+        out: dict[str, Any] = {}
+        now = self.clock()
+        for name, rt in self.switches.items():
+            fwd = rt.fwd
+            fwd.expire(now)
+            ports = {}
+            for pname, dev in rt.devices.items():
+                fport = fwd.ports[pname]
+                ports[pname] = {
+                    "kind": dev.kind,
+                    "ifname": dev.ifname,
+                    "netns": dev.netns,
+                    "link": dev.link_up,
+                    "kernel": fport.kernel,
+                    **fport.counters.as_dict(),
+                    **dev.dev.as_dict(),
+                }
+            out[name] = {
+                "mode": "hub" if fwd.hub else "learning",
+                "offload": rt.offload,
+                "ageing": fwd.ageing,
+                "macs": fwd.table_size,
+                "table_full": fwd.table_full,
+                "ports": ports,
+            }
+        return out
+
+    def close(self) -> None:
+        """Stop every reader, close every port (their TAPs disappear) and monitor."""
+        if self.closed:
+            return
+        self.closed = True
+        for rt in self.switches.values():
+            for name, dev in list(rt.devices.items()):
+                self._detach(rt, name, dev)
+        for monitor in self._monitors.values():
+            self.loop.remove_reader(monitor.fileno())
+            monitor.close()
+        self._monitors.clear()
+
+    def __enter__(self) -> "DataPlane":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

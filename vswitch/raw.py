@@ -1,0 +1,196 @@
+"""Raw ports: an AF_PACKET socket on an existing interface (an uplink, or a veth in a lab).
+
+The socket is promiscuous (PACKET_MR_PROMISC), bound to one interface, non-blocking, and skips
+frames with sll_pkttype PACKET_OUTGOING (what the kernel or another packet socket sent out of the
+interface; forwarding them would loop). Where the kernel has PACKET_IGNORE_OUTGOING (4.20+) the
+kernel skips them itself and a plain recv() suffices; otherwise recvfrom() and the address tell.
+
+The socket always asks for a virtio-net header (PACKET_VNET_HDR): a switch with offload gets
+frames as they are, GSO and partial checksums included. For a switch without offload the header
+is used, then stripped: a partial checksum (locally generated traffic, e.g. from a veth peer) is
+completed in software, and a GSO frame, which only a switch with offload can carry, is counted
+and dropped (turn TSO/GSO off on a veth peer, or GRO on a NIC, when running without offload).
+
+Link: up while the interface is administratively up and has carrier (IFF_UP and IFF_LOWER_UP).
+"""
+
+import socket
+import struct
+from array import array
+
+from vswitch import netlink
+from vswitch.netlink import LinkState
+from vswitch.port import READ_BATCH, DevicePort
+
+SOL_PACKET = 263
+PACKET_ADD_MEMBERSHIP = 1
+PACKET_MR_PROMISC = 1
+PACKET_VNET_HDR = 15
+PACKET_IGNORE_OUTGOING = 23
+PACKET_OUTGOING = 4
+ETH_P_ALL = 0x0003
+SO_RCVBUFFORCE = 33
+SO_SNDBUFFORCE = 32
+VNET_HDR_LEN = 10  # struct virtio_net_hdr; AF_PACKET has no 12-byte variant on older kernels
+VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
+BUFFER_BYTES = 4 << 20  # room for bursts of 64 KiB GSO frames
+MAX_FRAME = 65536 + 18
+
+_VNET = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
+_ZERO_VNET = bytes(VNET_HDR_LEN)
+
+
+def complete_checksum(frame: bytes, csum_start: int, csum_offset: int) -> bytes | None:
+    """Fill in a partial checksum as skb_checksum_help does: the field holds the pseudo-header
+    sum; the one's complement sum from `csum_start` to the end, complemented, replaces it.
+    None when the offsets do not fit the frame."""
+    field = csum_start + csum_offset
+    if csum_start < 14 or field + 2 > len(frame):
+        return None
+    data = frame[csum_start:]
+    if len(data) & 1:
+        data += b"\0"
+    # summing native-order 16-bit words gives the byte-swapped sum on little-endian hosts;
+    # written back in native order it is right (RFC 1071, byte-order independence)
+    total = sum(array("H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    csum = (~total & 0xFFFF) or 0xFFFF  # CSUM_MANGLED_0
+    return frame[:field] + array("H", (csum,)).tobytes() + frame[field + 2 :]
+
+
+def vnet_hdr_supported() -> bool:
+    """Whether AF_PACKET accepts PACKET_VNET_HDR here (an unbound socket: sees no traffic)."""
+    try:
+        with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0) as sock:
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+    except OSError:
+        return False
+    return True
+
+
+class RawPort(DevicePort):
+    kind = "raw"
+
+    def __init__(
+        self,
+        ifname: str,
+        *,
+        vnet_hdr: int = 0,
+        netns: str | None = None,
+        mtu: int = 1500,
+        promisc: bool = True,
+        ignore_outgoing: bool = True,
+    ) -> None:
+        """`ignore_outgoing=False` forces the recvfrom() filter where the kernel could skip."""
+        if vnet_hdr not in (0, VNET_HDR_LEN):
+            raise ValueError(f"a raw port's vnet_hdr is 0 or {VNET_HDR_LEN}, not {vnet_hdr}")
+        super().__init__(ifname, netns, vnet_hdr)
+        self.mtu = mtu
+        self.max_plain = mtu + 18  # largest frame a switch without offload passes on
+        state = netlink.link_state(ifname, netns)
+        if state is None:
+            raise LookupError(f"raw port: no interface {ifname} in netns {netns or '(own)'}")
+        # protocol 0 until bound: the socket sees nothing from other interfaces meanwhile
+        with netlink.in_netns(netns):
+            sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
+            self.kernel_skips_outgoing = False
+            if ignore_outgoing:
+                try:
+                    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+                    self.kernel_skips_outgoing = True
+                except OSError:
+                    pass
+            for force, plain in (
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+            ):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
+            if promisc:
+                mreq = struct.pack("iHH8s", state.index, PACKET_MR_PROMISC, 0, b"")
+                sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+            sock.bind((ifname, ETH_P_ALL))
+            sock.setblocking(False)
+        except BaseException:
+            sock.close()
+            raise
+        self._sock = sock
+        self._fd = sock.fileno()
+        self._sender = sock.send if vnet_hdr else self._send_plain
+        self.link_up = self.link_from(state)
+
+    @property
+    def fds(self) -> tuple[int, ...]:
+        return (self._fd,)
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def read_batch(self, fd: int, limit: int = READ_BATCH) -> list[bytes]:
+        frames: list[bytes] = []
+        append = frames.append
+        size = MAX_FRAME + VNET_HDR_LEN
+        try:
+            if self.kernel_skips_outgoing:
+                recv = self._sock.recv
+                for _ in range(limit):
+                    append(recv(size))
+            else:
+                recvfrom = self._sock.recvfrom
+                for _ in range(limit):
+                    data, addr = recvfrom(size)
+                    if addr[2] != PACKET_OUTGOING:
+                        append(data)
+        except BlockingIOError:
+            pass
+        except OSError:
+            # e.g. ENETDOWN once when the interface goes away; the link monitor tells the rest
+            self.dev.rx_errors += 1
+        if not self.vnet_hdr and frames:
+            return self._plain(frames)
+        return frames
+
+    def _plain(self, frames: list[bytes]) -> list[bytes]:
+        """Strip the virtio-net header for a switch without offload (see the module doc)."""
+        out = []
+        unpack = _VNET.unpack_from
+        for frame in frames:
+            if len(frame) < VNET_HDR_LEN:
+                self.dev.rx_errors += 1
+                continue
+            flags, gso_type, _, _, csum_start, csum_offset = unpack(frame)
+            if gso_type:
+                self.dev.rx_gso_dropped += 1
+                continue
+            eth = frame[VNET_HDR_LEN:]
+            if len(eth) > self.max_plain:
+                self.dev.rx_oversize += 1
+                continue
+            if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+                done = complete_checksum(eth, csum_start, csum_offset)
+                if done is None:
+                    self.dev.rx_errors += 1
+                    continue
+                self.dev.rx_csum_completed += 1
+                eth = done
+            out.append(eth)
+        return out
+
+    def _send_plain(self, frame: bytes) -> int:
+        # the socket always expects a header: a zero one asks for no offload
+        return self._sock.send(_ZERO_VNET + frame) - VNET_HDR_LEN
+
+    def link_from(self, state: LinkState) -> bool:
+        return state.admin_up and state.lower_up
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self._sender = self._not_open
+        self._sock.close()
