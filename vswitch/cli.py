@@ -7,6 +7,11 @@ import sys
 # subcommand -> module implementing `configure(parser)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
     "decode": "vswitch.decode",
+    "status": "vswitch.client_status",
+    "ifconfig": "vswitch.client_ifconfig",
+    "sysctl": "vswitch.client_sysctl",
+    "events": "vswitch.client_events",
+    "reload": "vswitch.client_reload",
 }
 
 

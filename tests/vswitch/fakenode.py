@@ -12,7 +12,7 @@ from ipaddress import IPv4Interface, IPv6Interface
 from typing import Any, TypeVar
 
 from carp.actions import Reason, StateChanged
-from carp.constants import State
+from carp.constants import Balancing, State
 from carp.params import CarpIfParams, CarpNodeParams
 from carp.stats import CarpStats
 from vswitch.control import ControlServer
@@ -47,6 +47,7 @@ class FakeNode:
                 carpdev="lan1",
                 addresses=(IPv4Interface("198.51.100.10/24"),),
                 carpnodes=(CarpNodeParams(2, 0), CarpNodeParams(3, 100)),
+                balancing=Balancing.IP,
                 groups=("carp", "uplink"),
             ),
         }

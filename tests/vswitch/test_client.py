@@ -1,0 +1,277 @@
+"""The client subcommands (status, ifconfig, sysctl, events, reload) through `vswitch.cli.main`,
+against a FakeNode served on a real Unix socket by a loop in a background thread."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+from carp.actions import Reason
+from carp.constants import State
+from tests.vswitch.fakenode import NodeThread
+from vswitch.cli import main
+from vswitch.client import NodeUnavailable, find_socket
+from vswitch.client_status import CLEAR, duration, watch
+
+
+@pytest.fixture
+def sockdir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="vscli", dir="/tmp")
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def served(sockdir: str) -> Iterator[NodeThread]:
+    with NodeThread(os.path.join(sockdir, "gw-a.sock")) as node:
+        yield node
+
+
+def cli(served: NodeThread, *argv: str) -> int:
+    return main([argv[0], "-s", served.server.path, *argv[1:]])
+
+
+def poll(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.01)
+
+
+# ---- status ----
+
+
+def test_status_table(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    served.do(lambda: served.node.force("carp1", State.BACKUP, Reason.DEMOTED))
+    assert cli(served, "status") == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0] == "node gw-a  up 1h02m03s  allow 1 preempt 0 log 2"
+    assert any(line.split()[:4] == ["lan0", "learning", "4", "up0"] for line in lines)
+    vm1 = next(line for line in lines if " vm1 " in line).split()
+    assert vm1 == ["vm1", "tap", "down", "0", "0", "0", "7", "420", "3"]
+    carp1 = next(line for line in lines if line.startswith("carp1") and " 2 " in line)
+    assert carp1.split()[:9] == ["carp1", "lan1", "up", "backup", "ip", "0", "2", "BACKUP", "1"]
+    assert carp1.endswith("12.2s  demoted")
+    assert "carp0  1     192.0.2.3  1        100      0       0.5s" in out
+    assert "demote counters: carp=0 uplink=0" in out
+    assert "ipackets 12" in out and "badauth 1" in out
+
+
+def test_status_json(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "status", "--json") == 0
+    assert json.loads(capsys.readouterr().out) == served.do(served.node.status)
+
+
+def test_watch_redraws_until_interrupted() -> None:
+    out = io.StringIO()
+    draws = iter(["first", "second", "third"])
+    sleeps: list[float] = []
+    assert watch(lambda: next(draws), out, sleep=sleeps.append, rounds=3) == 0
+    assert out.getvalue() == f"{CLEAR}first\n{CLEAR}second\n{CLEAR}third\n"
+    assert sleeps == [1.0, 1.0]
+
+    def interrupt(_: float) -> None:
+        raise KeyboardInterrupt
+
+    out = io.StringIO()
+    assert watch(lambda: "frame", out, sleep=interrupt) == 0
+    assert out.getvalue() == f"{CLEAR}frame\n\n"
+
+
+def test_duration() -> None:
+    assert (duration(None), duration(0.25), duration(75), duration(3723)) == (
+        "-",
+        "0.2s",
+        "1m15s",
+        "1h02m03s",
+    )
+    assert duration(2 * 86400 + 5) == "2d0h00m05s"
+
+
+# ---- ifconfig ----
+
+
+def test_ifconfig_show_and_change(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "ifconfig") == 0
+    out = capsys.readouterr().out
+    assert "carp0: flags=8843<UP,BROADCAST,RUNNING,SIMPLEX,MULTICAST>" in out
+    assert "\t\tstate BACKUP vhid 3 advskew 100" in out
+    assert cli(served, "ifconfig", "carp1") == 0
+    assert "carp0" not in capsys.readouterr().out
+    assert cli(served, "ifconfig", "carp0", "192.0.2.11/24", "alias", "-carppeer", "down") == 0
+    out = capsys.readouterr().out
+    assert "\tinet 192.0.2.11 netmask 0xffffff00 broadcast 192.0.2.255" in out
+    assert out.startswith("carp0: flags=8802<BROADCAST,SIMPLEX,MULTICAST>")
+    assert served.node.params["carp0"].admin_up is False
+
+
+def test_ifconfig_errors(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "ifconfig", "carp0", "vhid", "0") == 1
+    assert capsys.readouterr().err == "vswitch: vhid 0: out of range 1..255\n"
+    assert cli(served, "ifconfig", "carp5") == 1
+    assert "carp5: no such carp interface" in capsys.readouterr().err
+
+
+def test_ifconfig_group_demote(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "ifconfig", "-g", "carp", "carpdemote", "50") == 0
+    assert capsys.readouterr().out == "carp: carp demote count 50\n"
+    assert cli(served, "ifconfig", "-g", "carp", "-carpdemote", "20") == 0
+    assert capsys.readouterr().out == "carp: carp demote count 30\n"
+    assert cli(served, "ifconfig", "-g", "carp", "-carpdemote") == 0
+    assert capsys.readouterr().out == "carp: carp demote count 29\n"
+    assert cli(served, "ifconfig", "-g", "carp", "carpdemote") == 0
+    assert cli(served, "ifconfig", "-g", "carp") == 0
+    assert capsys.readouterr().out.splitlines()[-1] == "carp: carp demote count 30"
+    assert served.node.groups["carp"] == 30
+    for argv in (
+        ("-g", "nope", "carpdemote"),
+        ("-carpdemote", "1"),
+        ("-g", "carp", "carpdemote", "1", "2"),
+        ("-g", "carp", "-carpdemote", "1", "x"),
+        ("-g", "carp", "carpdemote", "129"),
+    ):
+        assert cli(served, "ifconfig", *argv) == 1, argv
+    err = capsys.readouterr().err
+    assert "nope: no such interface group" in err
+    assert "-carpdemote needs -g GROUP" in err
+    assert "unexpected 2" in err and "unexpected x" in err
+    assert "out of range 0..128" in err
+    assert served.node.groups["carp"] == 30
+
+
+# ---- sysctl ----
+
+
+def test_sysctl(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "sysctl") == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[:3] == ["net.inet.carp.allow=1", "net.inet.carp.preempt=0", "net.inet.carp.log=2"]
+    assert "net.inet.carp.stats.ipackets=12" in lines and len(lines) == 19
+    assert cli(served, "sysctl", "net.inet.carp.preempt=1", "net.inet.carp.log") == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "net.inet.carp.preempt: 0 -> 1",
+        "net.inet.carp.log=2",
+    ]
+    assert served.node.sysctls["preempt"] == 1
+    assert cli(served, "sysctl", "net.inet.carp.log=x") == 1
+    assert cli(served, "sysctl", "net.inet.carp.nope") == 1
+    err = capsys.readouterr().err
+    assert "net.inet.carp.log: 'x' is not an integer" in err
+    assert "net.inet.carp.nope: unknown sysctl" in err
+
+
+# ---- events ----
+
+
+def test_events_count(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "events", "--count", "2") == 0
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["type"], e["carpif"], e["vhid"]) for e in lines] == [
+        ("snapshot", "carp0", 1),
+        ("snapshot", "carp1", 2),
+    ]
+    assert cli(served, "events", "--count", "0") == 0
+
+
+def test_events_live(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    codes: list[int] = []
+    reader = threading.Thread(
+        target=lambda: codes.append(cli(served, "events", "--no-snapshot", "--count", "2"))
+    )
+    reader.start()
+    poll(lambda: served.do(lambda: served.node.bus.subscribers) == 1, "the subscription")
+    served.do(lambda: served.node.force("carp0", State.BACKUP, Reason.PREEMPTED))
+    served.do(lambda: served.node.bus.publish_link(3.0, "lan0", "vm1", True))
+    reader.join(10)
+    assert codes == [0]
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [(e["seq"], e["type"]) for e in lines] == [(1, "state"), (2, "link")]
+    assert lines[0]["reason"] == "preempted by a peer"
+
+
+def test_events_stream_closed_by_the_node(
+    served: NodeThread, capsys: pytest.CaptureFixture[str]
+) -> None:
+    codes: list[int] = []
+    reader = threading.Thread(target=lambda: codes.append(cli(served, "events")))
+    reader.start()
+    poll(lambda: served.do(lambda: served.node.bus.subscribers) == 1, "the subscription")
+    served.call(served.server.close())
+    reader.join(10)
+    assert codes == [1]
+    assert "the node closed the event stream" in capsys.readouterr().err
+
+
+# ---- reload ----
+
+
+def test_reload(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli(served, "reload") == 0
+    assert capsys.readouterr().out == "carp1: advbase 1 -> 2\n"
+    served.node.reload_errors = ["carp.carp0.carpnodes[1].advskew: 255 is out of range 0..254"]
+    assert cli(served, "reload") == 2
+    assert capsys.readouterr().err == (
+        "vswitch: configuration refused, nothing changed\n"
+        "  carp.carp0.carpnodes[1].advskew: 255 is out of range 0..254\n"
+    )
+
+
+# ---- finding the node ----
+
+
+def test_find_socket_from_config(sockdir: str) -> None:
+    config = os.path.join(sockdir, "node.toml")
+    with open(config, "w") as f:
+        f.write('[node]\nname = "gw-a"\ncontrol = "/tmp/x/gw-a.sock"\n')
+    assert find_socket(None, config) == "/tmp/x/gw-a.sock"
+    with open(config, "w") as f:
+        f.write('[node]\nname = "gw-b"\n')
+    assert find_socket(None, config) == "/run/vswitch/gw-b.sock"
+    assert find_socket("/given.sock", config) == "/given.sock"
+    with open(config, "w") as f:
+        f.write("[switch.lan0]\n")
+    with pytest.raises(NodeUnavailable, match="neither control nor name"):
+        find_socket(None, config)
+    with open(config, "w") as f:
+        f.write("[node\n")
+    with pytest.raises(NodeUnavailable, match="cannot read"):
+        find_socket(None, config)
+
+
+def test_find_the_only_socket(sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VSWITCH_RUN_DIR", sockdir)
+    with pytest.raises(NodeUnavailable, match="no control socket in"):
+        find_socket(None, None)
+    with open(os.path.join(sockdir, "notes.sock"), "w"):
+        pass  # a regular file named like a socket does not count
+    socks = []
+    for name in ("gw-a", "gw-b"):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.bind(os.path.join(sockdir, f"{name}.sock"))
+        socks.append(s)
+        if name == "gw-a":
+            assert find_socket(None, None) == os.path.join(sockdir, "gw-a.sock")
+    with pytest.raises(NodeUnavailable, match=r"several nodes .*\(gw-a.sock, gw-b.sock\)"):
+        find_socket(None, None)
+    for s in socks:
+        s.close()
+
+
+def test_no_node_running(sockdir: str, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = os.path.join(sockdir, "none.sock")
+    assert main(["status", "-s", missing]) == 1
+    assert capsys.readouterr().err == f"vswitch: no node is running at {missing} (no such socket)\n"
+    dead = os.path.join(sockdir, "dead.sock")
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.bind(dead)
+    s.close()
+    assert main(["reload", "-s", dead]) == 1
+    assert "(connection refused)" in capsys.readouterr().err
