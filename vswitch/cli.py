@@ -6,6 +6,7 @@ import sys
 
 # subcommand -> module implementing `configure(parser)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
+    "check": "vswitch.check",
     "decode": "vswitch.decode",
     "status": "vswitch.client_status",
     "ifconfig": "vswitch.client_ifconfig",

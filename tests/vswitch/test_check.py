@@ -1,0 +1,98 @@
+"""`vswitch check -c node.toml`: exit 0 and the normalised config, or exit 2 and every error."""
+
+import json
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from carp.config import load_config, parse_config
+from vswitch.check import to_toml
+from vswitch.cli import main
+
+DATA = Path(__file__).parent.parent / "data"
+ROOT = Path(__file__).parent.parent.parent
+
+
+def test_valid_config_prints_toml_that_loads_back(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(DATA / "node-ifconfig.toml"), "--show-pass"]) == 0
+    out = capsys.readouterr()
+    assert out.err == ""
+    printed = tomllib.loads(out.out)
+    assert printed["carp"]["carp0"]["pass"] == "s3cret"
+    assert printed["carp"]["carp1"]["carpdev"] == "wan0"  # derived, now explicit
+    assert parse_config(printed) == load_config(DATA / "node-keys.toml")
+
+
+def test_passphrases_are_masked_by_default(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(DATA / "node-keys.toml")]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert tomllib.loads(out)["carp"]["carp0"]["pass"] == "********"
+
+
+def test_json_output(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(DATA / "node-keys.toml"), "--json"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed == load_config(DATA / "node-keys.toml").normalised()
+    assert printed["node"]["control"] == "/run/vswitch/gw-a.sock"
+    assert printed["carp"]["carp1"]["carpnodes"] == "1:0,2:100"
+
+
+def test_errors_go_to_stderr_with_exit_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(DATA / "node-broken.toml")]) == 2
+    out = capsys.readouterr()
+    assert out.out == ""
+    lines = out.err.splitlines()
+    assert len(lines) == 13
+    assert "carp.carp0.carpnodes[1].advskew: 255 is out of range 0..254" in lines
+    assert "switch.lan0.ports[2].type: 'tun' is not one of tap, raw" in lines
+
+
+def test_toml_syntax_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nname = "a"\nname = "b"\n')
+    assert main(["check", "-c", str(bad)]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"{bad}: line 3, column ")
+
+
+def test_missing_file(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "-c", str(tmp_path / "none.toml")]) == 2
+    assert "cannot read" in capsys.readouterr().err
+
+
+def test_config_option_is_required(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["check"])
+    assert info.value.code == 2
+    assert "-c/--config" in capsys.readouterr().err
+
+
+def test_module_entry_point() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "vswitch", "check", "-c", str(DATA / "node-broken.toml")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2
+    assert "node.name: 'gw a' is not a valid node name" in result.stderr
+
+
+def test_to_toml_escapes_strings() -> None:
+    data = {
+        "t": {"s": 'quote " back \\ tab \t nl \n del \x7f é', "n": [1, 2.5, True]},
+        "hook": [{"command": ["a b"]}],
+        "nested": {"a": {"x": 1}, "b": {"y": [{"k": "v"}, {"k": "w"}]}},
+        "empty": {},
+    }
+    assert tomllib.loads(to_toml(data)) == {
+        "t": data["t"],
+        "hook": data["hook"],
+        "nested": data["nested"],
+    }
