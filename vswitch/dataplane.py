@@ -147,12 +147,27 @@ class DataPlane:
         self._attach(rt, name, dev, False, True)
         return dev
 
+    def add_port(
+        self,
+        switch: str,
+        name: str,
+        dev: DevicePort,
+        *,
+        kernel: bool = False,
+        flood: bool = True,
+    ) -> DevicePort:
+        """Attach an opened device (any DevicePort) to a switch; the data plane owns it now."""
+        self._attach(self.switches[switch], name, dev, kernel, flood)
+        return dev
+
     def _attach(
         self, rt: SwitchRuntime, name: str, dev: DevicePort, kernel: bool, flood: bool
     ) -> None:
         try:
             if name in rt.devices:
                 raise ValueError(f"switch {rt.name}: port {name} exists")
+            if dev.vnet_hdr != rt.fwd.vnet_hdr:
+                raise ValueError(f"port {name}: vnet_hdr {dev.vnet_hdr}, switch {rt.fwd.vnet_hdr}")
             fport = rt.fwd.add_port(name, kernel=kernel, flood=flood)
             rt.devices[name] = dev
             rt.pairs = (*rt.pairs, (fport, dev))
@@ -160,7 +175,8 @@ class DataPlane:
             rt.fwd.set_link(name, dev.link_up)
             for fd in dev.fds:
                 self.loop.add_reader(fd, self._readable, rt, fport, dev, fd)
-            self._follow(rt, name, dev)
+            if dev.follows_link:
+                self._follow(rt, name, dev)
         except BaseException:
             self._detach(rt, name, dev)
             raise
@@ -170,11 +186,12 @@ class DataPlane:
         self._detach(rt, name, rt.devices[name])
 
     def _detach(self, rt: SwitchRuntime, name: str, dev: DevicePort) -> None:
-        if not dev.closed:
-            for fd in dev.fds:
-                self.loop.remove_reader(fd)
-        self._watch.pop((dev.netns, dev.ifname), None)
         if rt.devices.get(name) is dev:
+            if not dev.closed:
+                for fd in dev.fds:
+                    self.loop.remove_reader(fd)
+            if self._watch.get((dev.netns, dev.ifname)) == (rt, name):
+                del self._watch[(dev.netns, dev.ifname)]
             del rt.devices[name]
             rt.pairs = tuple(p for p in rt.pairs if p[1] is not dev)
             rt.fwd.remove_port(name)

@@ -50,6 +50,7 @@ class DevicePort:
     """Base of TapPort and RawPort: link state and the write loop shared by both."""
 
     kind = "device"
+    follows_link = True  # the data plane follows `ifname` in `netns` through netlink
 
     def __init__(self, ifname: str, netns: str | None, vnet_hdr: int) -> None:
         self.ifname = ifname
@@ -109,7 +110,11 @@ def read_fd_batch(port: DevicePort, fd: int, size: int, limit: int) -> list[byte
     read = os.read
     try:
         for _ in range(limit):
-            append(read(fd, size))
+            data = read(fd, size)
+            if not data:  # end of file: the other side is gone (a TAP never reads 0 bytes)
+                port.failed = OSError(errno.ENODEV, "end of file")
+                break
+            append(data)
     except BlockingIOError:
         pass
     except OSError as exc:

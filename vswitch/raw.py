@@ -20,7 +20,7 @@ from array import array
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
-from vswitch.port import READ_BATCH, DevicePort
+from vswitch.port import READ_BATCH, DeviceCounters, DevicePort
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -57,6 +57,34 @@ def complete_checksum(frame: bytes, csum_start: int, csum_offset: int) -> bytes 
         total = (total & 0xFFFF) + (total >> 16)
     csum = (~total & 0xFFFF) or 0xFFFF  # CSUM_MANGLED_0
     return frame[:field] + array("H", (csum,)).tobytes() + frame[field + 2 :]
+
+
+def plain_frames(frames: list[bytes], max_plain: int, dev: DeviceCounters) -> list[bytes]:
+    """Frames read with a virtio-net header, for a switch without offload: header stripped,
+    partial checksums completed, GSO and oversize frames counted and dropped."""
+    out = []
+    unpack = _VNET.unpack_from
+    for frame in frames:
+        if len(frame) < VNET_HDR_LEN:
+            dev.rx_errors += 1
+            continue
+        flags, gso_type, _, _, csum_start, csum_offset = unpack(frame)
+        if gso_type:
+            dev.rx_gso_dropped += 1
+            continue
+        eth = frame[VNET_HDR_LEN:]
+        if len(eth) > max_plain:
+            dev.rx_oversize += 1
+            continue
+        if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
+            done = complete_checksum(eth, csum_start, csum_offset)
+            if done is None:
+                dev.rx_errors += 1
+                continue
+            dev.rx_csum_completed += 1
+            eth = done
+        out.append(eth)
+    return out
 
 
 def vnet_hdr_supported() -> bool:
@@ -152,34 +180,8 @@ class RawPort(DevicePort):
             # e.g. ENETDOWN once when the interface goes away; the link monitor tells the rest
             self.dev.rx_errors += 1
         if not self.vnet_hdr and frames:
-            return self._plain(frames)
+            return plain_frames(frames, self.max_plain, self.dev)
         return frames
-
-    def _plain(self, frames: list[bytes]) -> list[bytes]:
-        """Strip the virtio-net header for a switch without offload (see the module doc)."""
-        out = []
-        unpack = _VNET.unpack_from
-        for frame in frames:
-            if len(frame) < VNET_HDR_LEN:
-                self.dev.rx_errors += 1
-                continue
-            flags, gso_type, _, _, csum_start, csum_offset = unpack(frame)
-            if gso_type:
-                self.dev.rx_gso_dropped += 1
-                continue
-            eth = frame[VNET_HDR_LEN:]
-            if len(eth) > self.max_plain:
-                self.dev.rx_oversize += 1
-                continue
-            if flags & VIRTIO_NET_HDR_F_NEEDS_CSUM:
-                done = complete_checksum(eth, csum_start, csum_offset)
-                if done is None:
-                    self.dev.rx_errors += 1
-                    continue
-                self.dev.rx_csum_completed += 1
-                eth = done
-            out.append(eth)
-        return out
 
     def _send_plain(self, frame: bytes) -> int:
         # the socket always expects a header: a zero one asks for no offload
