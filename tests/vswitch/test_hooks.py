@@ -1,0 +1,256 @@
+"""Hooks: serial, ordered, with the event in the environment, bounded, killed on timeout."""
+
+import asyncio
+import json
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import uvloop
+
+from carp.actions import CarrierChanged, Reason, StateChanged
+from carp.constants import State
+from vswitch.events import EventBus
+from vswitch.hooks import ALL_STATES, HookRunner, HookSpec, hook_environment
+
+LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
+    "asyncio": asyncio.new_event_loop,
+    "uvloop": uvloop.new_event_loop,
+}
+Run = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@pytest.fixture(params=sorted(LOOPS))
+def run(request: pytest.FixtureRequest) -> Run:
+    def runner(coro: Coroutine[Any, Any, None]) -> None:
+        with asyncio.Runner(loop_factory=LOOPS[request.param]) as r:
+            r.run(asyncio.wait_for(coro, 60))
+
+    return runner
+
+
+def sh(script: str, timeout: float = 10.0, on: frozenset[str] = ALL_STATES) -> HookSpec:
+    return HookSpec(("/bin/sh", "-c", script), timeout, on)
+
+
+def transition(bus: EventBus, vhid: int, old: State, new: State) -> None:
+    bus.publish_actions(1.0, [StateChanged("carp0", vhid, old, new, Reason.MASTER_DOWN)])
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+def lines(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def test_hooks_run_serially_in_order_with_the_event(run: Run, tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    first = sh(
+        f'echo "a $VSWITCH_SEQ $VSWITCH_OLD $VSWITCH_NEW start" >> {log}; sleep 0.1;'
+        f' echo "a $VSWITCH_SEQ end" >> {log}'
+    )
+    second = sh(f'echo "b $VSWITCH_SEQ $VSWITCH_CARPIF $VSWITCH_VHID" >> {log}')
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([first, second])
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.INIT, State.BACKUP)
+        transition(bus, 1, State.BACKUP, State.MASTER)
+        transition(bus, 2, State.INIT, State.BACKUP)
+        await until(lambda: len(lines(log)) == 9, "nine lines")
+        await runner.join()
+        assert runner.stats() == {
+            "queued": 0,
+            "runs": 6,
+            "failures": 0,
+            "timeouts": 0,
+            "overflows": 0,
+        }
+        await runner.aclose()
+
+    run(scenario())
+    assert lines(log) == [
+        "a 1 INIT BACKUP start",
+        "a 1 end",
+        "b 1 carp0 1",
+        "a 2 BACKUP MASTER start",
+        "a 2 end",
+        "b 2 carp0 1",
+        "a 3 INIT BACKUP start",
+        "a 3 end",
+        "b 3 carp0 2",
+    ]
+
+
+def test_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HOOKTEST_MARK", "from the node")
+    out = tmp_path / "env.json"
+    dump = f"import json, os; json.dump(dict(os.environ), open('{out}', 'w'))"
+    hook = HookSpec((sys.executable, "-c", dump))
+
+    async def scenario() -> None:
+        bus = EventBus("gw-b")
+        runner = HookRunner([hook])
+        bus.add_listener(runner.submit)
+        runner.start()
+        (event,) = bus.publish_actions(
+            2.0, [StateChanged("carp1", 7, State.MASTER, State.BACKUP, Reason.PREEMPTED)]
+        )
+        await asyncio.wait_for(runner.join(), 20)
+        await runner.aclose()
+        env = json.loads(out.read_text())
+        assert {k: v for k, v in env.items() if k.startswith("VSWITCH_")} == hook_environment(event)
+        assert json.loads(env["VSWITCH_EVENT"]) == event.to_dict()
+        assert env["VSWITCH_REASON"] == "preempted by a peer"
+        assert (env["VSWITCH_NODE"], env["VSWITCH_SEQ"], env["VSWITCH_OLD"]) == (
+            "gw-b",
+            "1",
+            "MASTER",
+        )
+        assert env["HOOKTEST_MARK"] == "from the node"  # the node's environment is passed on
+
+    asyncio.run(scenario())
+
+
+def test_on_filters_states_and_other_events_are_ignored(tmp_path: Path) -> None:
+    log = tmp_path / "log"
+    only_master = sh(f'echo "$VSWITCH_SEQ $VSWITCH_NEW" >> {log}', on=frozenset({"master"}))
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a", states=lambda: [])
+        runner = HookRunner([only_master])
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.INIT, State.BACKUP)
+        transition(bus, 1, State.BACKUP, State.MASTER)
+        bus.publish_actions(1.0, [CarrierChanged("carp0", True)])
+        bus.publish_link(1.0, "lan0", "vm1", True)
+        transition(bus, 1, State.MASTER, State.BACKUP)
+        await asyncio.wait_for(runner.join(), 20)
+        assert runner.runs == 1
+        await runner.aclose()
+
+    asyncio.run(scenario())
+    assert lines(log) == ["2 MASTER"]
+
+
+def test_timeout_kills_the_process_group_and_goes_on(run: Run, tmp_path: Path) -> None:
+    pids, after = tmp_path / "pids", tmp_path / "after"
+    # the child ignores SIGTERM: only the SIGKILL to the group gets rid of it
+    stubborn = sh(f"(trap '' TERM; sleep 60) & echo $! > {pids}; trap '' TERM; wait", timeout=0.5)
+    next_hook = sh(f"echo ran >> {after}")
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([stubborn, next_hook], grace=0.3)
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.BACKUP, State.MASTER)
+        await asyncio.wait_for(runner.join(), 30)
+        assert runner.timeouts == 1 and runner.failures == 1
+        assert lines(after) == ["ran"]
+        child = int(pids.read_text())
+        await until(lambda: not alive(child), "the hook's child to die")
+        await runner.aclose()
+
+    run(scenario())
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is dead
+    except FileNotFoundError:
+        return False
+
+
+def test_overflow_is_counted_not_blocking(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    go, log = tmp_path / "go", tmp_path / "log"
+    waits = sh(f'while [ ! -e {go} ]; do sleep 0.02; done; echo "$VSWITCH_SEQ" >> {log}')
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([waits], queue_size=2)
+        bus.add_listener(runner.submit)
+        runner.start()
+        for vhid in range(1, 6):  # no await in between: the worker has not taken any yet
+            transition(bus, vhid, State.INIT, State.BACKUP)
+        assert runner.overflows == 3
+        assert runner.stats()["queued"] == 2
+        go.touch()
+        await asyncio.wait_for(runner.join(), 20)
+        await runner.aclose()
+
+    with caplog.at_level(logging.ERROR, logger="vswitch.hooks"):
+        asyncio.run(scenario())
+    assert lines(log) == ["1", "2"]
+    assert "hooks: queue full (2 waiting), not running hooks for event 3" in caplog.text
+
+
+def test_failures_are_logged_with_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    failing = sh("echo something went wrong >&2; exit 3")
+    missing = HookSpec((str(tmp_path / "no-such-hook"),))
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([failing, missing])
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.INIT, State.BACKUP)
+        await asyncio.wait_for(runner.join(), 20)
+        assert runner.stats() == {
+            "queued": 0,
+            "runs": 1,
+            "failures": 2,
+            "timeouts": 0,
+            "overflows": 0,
+        }
+        await runner.aclose()
+
+    with caplog.at_level(logging.WARNING, logger="vswitch.hooks"):
+        asyncio.run(scenario())
+    assert "hook sh exited with 3 for event 1: something went wrong" in caplog.text
+    assert "hook no-such-hook: cannot run" in caplog.text
+
+
+def test_aclose_kills_a_running_hook(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    slow = sh(f"echo $$ > {pid_file}; sleep 60", timeout=120)
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([slow])
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.INIT, State.BACKUP)
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the hook")
+        pid = int(pid_file.read_text())
+        await asyncio.wait_for(runner.aclose(), 10)
+        await until(lambda: not alive(pid), "the hook to die")
+
+    asyncio.run(scenario())
+
+
+def test_update_and_from_config() -> None:
+    config = SimpleNamespace(command=["/usr/local/bin/notify", "--all"], timeout=3, on=["MASTER"])
+    spec = HookSpec.from_config(config)
+    assert spec == HookSpec(("/usr/local/bin/notify", "--all"), 3.0, frozenset({"master"}))
+    assert spec.name == "notify"
+    any_state = HookSpec.from_config(SimpleNamespace(command=["x"], timeout=1.5, on="any"))
+    assert any_state.on == ALL_STATES
+    assert HookSpec.from_config(SimpleNamespace(command=["x"])).timeout == 10.0
+    runner = HookRunner([spec])
+    runner.update([any_state])
+    assert runner.hooks == (any_state,)
