@@ -142,7 +142,7 @@ def create_veth(
     """A veth pair created in `netns`; the peer end is then moved to `peer_netns`."""
     with iproute(netns) as ipr:
         ipr.link("add", ifname=name, kind="veth", peer=peer)
-    if peer_netns != netns and peer_netns is not None:
+    if peer_netns != netns:
         move_to_netns(peer, peer_netns, netns=netns)
 
 
@@ -166,9 +166,14 @@ def delete_link(ifname: str, *, netns: str | None = None) -> bool:
         return True
 
 
-def move_to_netns(ifname: str, target: str, *, netns: str | None = None) -> None:
+def move_to_netns(ifname: str, target: str | None, *, netns: str | None = None) -> None:
+    """Move `ifname` from `netns` to `target` (None: this process's own namespace)."""
     with iproute(netns) as ipr:
-        ipr.link("set", index=_index(ipr, ifname), net_ns_fd=netns_path(target))
+        index = _index(ipr, ifname)
+        if target is None:
+            ipr.link("set", index=index, net_ns_pid=os.getpid())
+        else:
+            ipr.link("set", index=index, net_ns_fd=netns_path(target))
 
 
 def set_link(
