@@ -154,7 +154,7 @@ class _Builder:
         except ValueError as exc:  # unbalanced quotes
             self.error(line_no, None, f"cannot split the line into words: {exc}")
             return
-        family: str | None = None
+        family: Word | None = None
         address: _Address | None = None
         alias: str | None = None  # None (replace the primary), "alias" (add), "delete"
         i = 0
@@ -164,7 +164,7 @@ class _Builder:
             if word in ("inet", "inet6"):
                 if family is not None or address is not None:
                     self.error(line_no, here, "one address family per line (start a new line)")
-                family = word
+                family = here
                 i += 1
             elif word == "alias":
                 alias = "alias"
@@ -184,7 +184,7 @@ class _Builder:
                 self.flag(here, word)
                 i += 1
             elif _looks_like_address(word) and address is None:
-                i, address = self.address(words, i, line_no, family)
+                i, address = self.address(words, i, line_no, family.text if family else None)
             elif _looks_like_address(word):
                 self.error(line_no, here, "a second address on one line (give it its own line)")
                 i += 1
@@ -192,7 +192,7 @@ class _Builder:
                 # a misspelt option that takes a value: skip the value too, one error is enough
                 i += 2 if self.unknown(here, word) in _ARG_OPTIONS and i + 1 < len(words) else 1
         if family is not None and address is None:
-            self.error(line_no, Word(line_no, 1, family), f"{family} without an address")
+            self.error(line_no, family, f"{family.text} without an address")
         if address is not None:
             self.apply_address(address, alias)
 
@@ -211,7 +211,7 @@ class _Builder:
                 mask = None if words[i] == "NONE" else words[i]
                 i += 1
             if i < len(words) and (_DOTTED.match(words[i]) or words[i] == "NONE"):
-                i += 1  # the broadcast address: derived from the prefix, so only checked
+                i += 1  # the broadcast address: skipped, the prefix decides it
         elif family == "inet6" and "/" not in text and i < len(words) and words[i].isdigit():
             prefixlen = words[i]
             i += 1

@@ -207,6 +207,7 @@ def test_quoting_and_comments() -> None:
         ("-group carp", Word(None, 1, "-group carp"), "every carp interface stays in group carp"),
         ("-group lab", Word(None, 1, "-group lab"), "not a member of group 'lab'"),
         ("inet vhid 1", Word(None, 1, "inet"), "inet without an address"),
+        ("vhid 1 inet6", Word(None, 3, "inet6"), "inet6 without an address"),
         ("inet inet6 2001:db8::1", Word(None, 2, "inet6"), "one address family per line"),
     ],
 )
