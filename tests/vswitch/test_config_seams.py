@@ -1,7 +1,8 @@
 """The operations modules against the real configuration (carp/config.py): hooks, defaults,
 and a reload refused with ConfigError."""
 
-from carp.config import CONTROL_DIR, DEFAULT_METRICS, ConfigError, loads_config
+from carp.config import CONTROL_DIR, ConfigError, loads_config
+from carp.configtypes import DEFAULT_METRICS
 from tests.vswitch.fakenode import FakeNode
 from vswitch.client import RUN_DIR
 from vswitch.control import Dispatcher

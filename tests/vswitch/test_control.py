@@ -55,6 +55,12 @@ class Conn:
         raw = await asyncio.wait_for(self.reader.readline(), 10)
         return json.loads(raw) if raw else None
 
+    async def next(self) -> dict[str, Any]:
+        """The next line, which must be there."""
+        message = await self.line()
+        assert message is not None, "the server hung up"
+        return message
+
     async def ask(self, **request: Any) -> dict[str, Any]:
         await self.send((json.dumps(request) + "\n").encode())
         answer = await self.line()
@@ -272,9 +278,9 @@ def test_bad_requests_keep_the_connection(run: Run, sockdir: str) -> None:
             await conn.send(b"{not json\n\n")
             assert await conn.line() == {"id": None, "ok": False, "error": "not a JSON object"}
             await conn.send(b"[1, 2]\n")
-            assert (await conn.line() or {})["error"] == "not a JSON object"
+            assert (await conn.next())["error"] == "not a JSON object"
             await conn.send(b"\xff\xfe\n")
-            assert (await conn.line() or {})["error"] == "not a JSON object"
+            assert (await conn.next())["error"] == "not a JSON object"
             assert (await conn.ask(id=3, cmd="status"))["ok"]
             await conn.send(b"x" * (LINE_LIMIT + 10) + b"\n")
             too_long = await conn.line()
@@ -297,7 +303,7 @@ def test_too_many_clients(run: Run, sockdir: str) -> None:
             first = await connect(path)
             assert (await first.ask(id=1, cmd="status"))["ok"]
             second = await connect(path)
-            assert (await second.line() or {})["error"] == "too many control clients"
+            assert (await second.next())["error"] == "too many control clients"
             assert await second.line() is None
             assert server.dropped == 1
             assert (await first.ask(id=2, cmd="status"))["ok"]
@@ -319,24 +325,24 @@ def test_events_snapshot_then_live_in_order(run: Run, sockdir: str) -> None:
             conn = await connect(path)
             ack = await conn.ask(id=1, cmd="events")
             assert ack == {"id": 1, "ok": True, "result": {"seq": 1}}
-            snapshot = [await conn.line() for _ in range(3)]
-            assert [(e["type"], e["carpif"], e["vhid"], e["new"]) for e in snapshot] == [  # type: ignore[index]
+            snapshot = [await conn.next() for _ in range(3)]
+            assert [(e["type"], e["carpif"], e["vhid"], e["new"]) for e in snapshot] == [
                 ("snapshot", "carp0", 1, "MASTER"),
                 ("snapshot", "carp1", 2, "BACKUP"),
                 ("snapshot", "carp1", 3, "BACKUP"),
             ]
-            assert snapshot[1]["reason"] == "demoted"  # type: ignore[index]
+            assert snapshot[1]["reason"] == "demoted"
             node.force("carp0", State.BACKUP, Reason.PREEMPTED)
             node.force("carp1", State.MASTER, Reason.MASTER_DOWN)
             node.bus.publish_link(2.0, "lan0", "vm1", True)
-            live = [await conn.line() for _ in range(4)]
-            assert [(e["seq"], e["type"], e.get("vhid"), e.get("new")) for e in live] == [  # type: ignore[union-attr]
+            live = [await conn.next() for _ in range(4)]
+            assert [(e["seq"], e["type"], e.get("vhid"), e.get("new")) for e in live] == [
                 (2, "state", 1, "BACKUP"),
                 (3, "state", 2, "MASTER"),
                 (4, "state", 3, "MASTER"),
                 (5, "link", None, None),
             ]
-            assert live[0]["old"] == "MASTER" and live[0]["reason"] == "preempted by a peer"  # type: ignore[index]
+            assert live[0]["old"] == "MASTER" and live[0]["reason"] == "preempted by a peer"
             conn.close()
             await until(lambda: node.bus.subscribers == 0, "the subscriber to go")
 
@@ -351,7 +357,7 @@ def test_events_without_snapshot(run: Run, sockdir: str) -> None:
             conn = await connect(path)
             assert (await conn.ask(id=1, cmd="events", snapshot=False))["ok"]
             node.bus.publish_link(2.0, "lan0", "vm1", False)
-            assert (await conn.line() or {})["type"] == "link"
+            assert (await conn.next())["type"] == "link"
             conn.close()
 
     run(scenario())
@@ -378,7 +384,7 @@ def test_a_burst_beyond_the_queue_drops_only_that_subscriber(run: Run, sockdir: 
                 while (event := await small.line()) is not None:
                     seen.append(event)
                 assert len(seen) < 20  # cut off, not delivered in full
-                ports = [(await big.line() or {})["port"] for _ in range(20)]
+                ports = [(await big.next())["port"] for _ in range(20)]
                 assert ports == [f"p{i}" for i in range(20)]
                 big.close()
             finally:
