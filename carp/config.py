@@ -1,17 +1,16 @@
 """The node configuration (design.md §4): TOML validated by pydantic, every error at once.
 
-`load_config(path)` / `loads_config(text)` / `parse_config(data)` give a `NodeConfig` or raise
-`ConfigError` listing every problem as `path: message (fix)` (carp/configerrors.py). A carp
-interface is written with keys or as ifconfig lines (carp/ifconfig.py); both validate to the same
-`CarpConfig`. `NodeConfig` produces the plain inputs of the core: `carp_params()` and `sysctls()`
-(carp/params.py). The scalar types and their messages are in carp/configtypes.py.
+`loads_config(text)` / `parse_config(data)` give a `NodeConfig` or raise `ConfigError` listing
+every problem as `path: message (fix)` (carp/configerrors.py); reading the file is vswitch's. A
+carp interface is written with keys or as ifconfig lines (carp/ifconfig.py); both validate to the
+same `CarpConfig`. `NodeConfig` produces the plain inputs of the core: `carp_params()` and
+`sysctls()` (carp/params.py). The scalar types and their messages are in carp/configtypes.py.
 """
 
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Interface, IPv6Interface
-from pathlib import PurePath
 from typing import Annotated, Any, Self
 
 from pydantic import (
@@ -61,7 +60,7 @@ from carp.constants import CARP_MAXNODES, Balancing
 from carp.ifconfig import Loc, ParsedIfconfig, parse_ifconfig
 from carp.params import CarpIfParams, CarpNodeParams, Sysctls
 
-__all__ = ["ConfigError", "NodeConfig", "load_config", "loads_config", "parse_config"]
+__all__ = ["ConfigError", "NodeConfig", "loads_config", "parse_config"]
 
 CONTROL_DIR = "/run/vswitch"
 
@@ -469,16 +468,3 @@ def loads_config(text: str, source: str = "config") -> NodeConfig:
             message = re.sub(r"\s*\(at end of document\)$", "", message)
         raise ConfigError([f"{source}: {where}: {message} (fix the TOML syntax)"]) from None
     return parse_config(data)
-
-
-def load_config(path: str | PurePath) -> NodeConfig:
-    """Read and validate one node's TOML file."""
-    try:
-        with open(path, "rb") as handle:
-            raw = handle.read()
-        text = raw.decode("utf-8")
-    except OSError as exc:
-        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError([f"{path}: not UTF-8 at byte {exc.start} (TOML is UTF-8)"]) from None
-    return loads_config(text, str(path))

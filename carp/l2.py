@@ -84,6 +84,11 @@ def gratuitous_arp(mac: bytes, vip: IPv4Address, eth_src: bytes | None = None) -
     return _arp(MAC_BROADCAST, eth_src or mac, ARPOP_REQUEST, mac, ip, bytes(6), ip)
 
 
+def arp_request(sha: bytes, spa: IPv4Address, tpa: IPv4Address) -> bytes:
+    """A plain broadcast who-has `tpa`, from `sha`/`spa` (the driver resolving a carppeer)."""
+    return _arp(MAC_BROADCAST, sha, ARPOP_REQUEST, sha, spa.packed, bytes(6), tpa.packed)
+
+
 def arp_reply(request: ArpPacket, sha: bytes, eth_src: bytes | None = None) -> bytes:
     """in_arpinput/arpreply: op 2 from `sha` for the requested address, back to the requester.
 

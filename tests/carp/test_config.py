@@ -10,12 +10,12 @@ from carp.config import (
     DEFAULT_METRICS,
     ConfigError,
     NodeConfig,
-    load_config,
     loads_config,
     parse_config,
 )
 from carp.constants import Balancing
 from carp.params import CarpIfParams, CarpNodeParams, Sysctls
+from vswitch.configfile import load_config
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from carp.config import load_config, parse_config
+from carp.config import parse_config
+from vswitch.configfile import load_config
 from vswitch.check import to_toml
 from vswitch.cli import main
 
