@@ -6,6 +6,7 @@ import sys
 
 # subcommand -> module implementing `configure(parser)` and `run(args) -> int`
 COMMANDS: dict[str, str] = {
+    "run": "vswitch.run",
     "check": "vswitch.check",
     "decode": "vswitch.decode",
     "status": "vswitch.client_status",

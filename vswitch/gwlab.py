@@ -1,0 +1,323 @@
+"""The gateway lab: redundant vswitch gateways between a client LAN and an upstream network.
+
+Used by `vswitch demo`, the integration tests, the examples and the benchmarks (design.md 7):
+
+    clients c1..cN --+                                   +-- upstream server "up"
+                     |-- LAN segment "lan" (bridge) --+  |
+                     |      gw nodes: raw port "lan" -+  |
+                     |      gw nodes: raw port "wan" ----+-- WAN segment "wan" (bridge)
+
+Each gateway node is one `vswitch run` process in its own namespace with two switches (lan0,
+wan0), a host port on each (192.0.2.1N/24 and 198.51.100.1N/24) and the carp interfaces the
+caller describes. Clients live in 192.0.2.0/24 and 2001:db8::/64 with the LAN virtual address as
+default gateway; the upstream server 198.51.100.200 routes the client LAN via the WAN virtual
+address. Everything is built in namespaces with the lab's unique prefix and removed on close.
+"""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from vswitch import netlink
+from vswitch.lab import Lab
+
+LAN_VIP = "192.0.2.1"
+LAN_VIP6 = "2001:db8::1"
+WAN_VIP = "198.51.100.1"
+UPSTREAM = "198.51.100.200"
+SEGMENTS = ("bridge", "hub")  # hub: a bridge that never learns (ageing 0) floods all unicast
+
+
+def client_ip(i: int) -> str:
+    return f"192.0.2.{100 + i}"
+
+
+def client_ip6(i: int) -> str:
+    return f"2001:db8::{100 + i:x}"
+
+
+@dataclass
+class GatewaySpec:
+    """One gateway node: its carp interfaces as TOML `[carp.NAME]` tables (dicts)."""
+
+    name: str
+    carp: dict[str, dict[str, Any]]
+    preempt: bool = True
+    log: int = 6
+    extra_switch: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Gateway:
+    spec: GatewaySpec
+    index: int
+    netns: str
+    config_path: str
+    socket_path: str
+    proc: subprocess.Popen[bytes] | None = None
+    log_path: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+def toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"cannot write {value!r} as TOML")
+
+
+def toml_table(name: str, values: dict[str, Any]) -> str:
+    lines = [f"[{name}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+class GatewayLab:
+    """Build with `with GatewayLab(...) as lab:`; `start(gw)` runs a node, `kill(gw)` kills it."""
+
+    def __init__(
+        self,
+        gateways: Sequence[GatewaySpec],
+        *,
+        clients: int = 2,
+        segment: str = "bridge",
+        upstream: bool = True,
+        ipv6: bool = True,
+        prefix: str | None = None,
+    ) -> None:
+        if segment not in SEGMENTS:
+            raise ValueError(f"segment must be one of {SEGMENTS}")
+        self.lab = Lab(prefix)
+        self.dir = tempfile.mkdtemp(prefix=f"vswitch-{self.lab.prefix}-")
+        self.gateways: list[Gateway] = []
+        self.clients: list[str] = []
+        try:
+            self._build(gateways, clients, segment, upstream, ipv6)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- building ------------------------------------------------------------------------------
+
+    def _build(
+        self,
+        specs: Sequence[GatewaySpec],
+        clients: int,
+        segment: str,
+        upstream: bool,
+        ipv6: bool,
+    ) -> None:
+        lab = self.lab
+        self.seg = lab.netns("seg")
+        lab.bridge("br-lan", self.seg)
+        lab.bridge("br-wan", self.seg)
+        if segment == "hub":
+            lab.run(self.seg, ["ip", "link", "set", "br-lan", "type", "bridge", "ageing_time", "0"])
+        for i in range(1, clients + 1):
+            ns = lab.netns(f"c{i}")
+            lab.veth("eth0", f"c{i}", a_netns=ns, b_netns=self.seg)
+            netlink.set_master(f"c{i}", "br-lan", netns=self.seg)
+            lab.addr(ns, "eth0", f"{client_ip(i)}/24")
+            lab.route(ns, "default", via=LAN_VIP)
+            if ipv6:
+                lab.addr(ns, "eth0", f"{client_ip6(i)}/64")
+                lab.route(ns, "default", via=LAN_VIP6)
+            self.clients.append(ns)
+        if upstream:
+            self.up = lab.netns("up")
+            lab.veth("eth0", "upstream", a_netns=self.up, b_netns=self.seg)
+            netlink.set_master("upstream", "br-wan", netns=self.seg)
+            lab.addr(self.up, "eth0", f"{UPSTREAM}/24")
+            lab.route(self.up, "192.0.2.0/24", via=WAN_VIP)
+        for index, spec in enumerate(specs, start=1):
+            self.gateways.append(self._gateway(index, spec, ipv6))
+
+    def _gateway(self, index: int, spec: GatewaySpec, ipv6: bool) -> Gateway:
+        lab = self.lab
+        ns = lab.netns(spec.name, forwarding=True)
+        for side in ("lan", "wan"):
+            peer = f"{side}{index}"
+            lab.veth(side, peer, a_netns=ns, b_netns=self.seg)
+            netlink.set_master(peer, f"br-{side}", netns=self.seg)
+        sock = os.path.join(self.dir, f"{spec.name}.sock")
+        lan_host = [f"192.0.2.{10 + index}/24"] + ([f"2001:db8::{10 + index:x}/64"] if ipv6 else [])
+        text = toml_table(
+            "node", {"name": spec.name, "control": sock, "metrics": False, "log": "stderr"}
+        )
+        text += toml_table("sysctl", {"preempt": spec.preempt, "log": spec.log})
+        text += toml_table(
+            "switch.lan0",
+            {"host": lan_host, "ports": [{"name": "lan", "type": "raw", "ifname": "lan"}]},
+        )
+        text += toml_table(
+            "switch.wan0",
+            {
+                "host": [f"198.51.100.{10 + index}/24"],
+                "ports": [{"name": "wan", "type": "raw", "ifname": "wan"}],
+            },
+        )
+        for name, values in spec.carp.items():
+            text += toml_table(f"carp.{name}", values)
+        path = os.path.join(self.dir, f"{spec.name}.toml")
+        with open(path, "w") as f:
+            f.write(text)
+        return Gateway(spec, index, ns, path, sock)
+
+    # -- nodes ---------------------------------------------------------------------------------
+
+    def start(self, gw: Gateway, wait: float = 10.0) -> None:
+        """Start the node and wait until its control socket answers."""
+        gw.log_path = os.path.join(self.dir, f"{gw.name}.log")
+        log = open(gw.log_path, "ab")  # noqa: SIM115 - owned by the process
+        gw.proc = self.lab.spawn(
+            gw.netns,
+            [sys.executable, "-m", "vswitch", "run", "-c", gw.config_path],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        log.close()
+        self.wait_for(lambda: self.request(gw, {"cmd": "status"}) is not None, wait, gw)
+
+    def kill(self, gw: Gateway) -> None:
+        """`kill -9`: no bow-out, nothing removed by the node (its namespace goes with the lab)."""
+        assert gw.proc is not None
+        gw.proc.kill()
+        gw.proc.wait(10)
+        self.lab.processes.remove(gw.proc)
+        gw.proc = None
+
+    def stop(self, gw: Gateway) -> int:
+        """SIGTERM: the node bows out and removes what it created."""
+        assert gw.proc is not None
+        code = self.lab.stop(gw.proc, timeout=10)
+        gw.proc = None
+        return code
+
+    def request(self, gw: Gateway, message: dict[str, Any]) -> Any:
+        """One control-socket request; None if the node does not answer (yet)."""
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                s.settimeout(5)
+                s.connect(gw.socket_path)
+                s.sendall(json.dumps(message).encode() + b"\n")
+                data = b""
+                while not data.endswith(b"\n"):
+                    chunk = s.recv(65536)
+                    if not chunk:
+                        return None
+                    data += chunk
+        except OSError:
+            return None
+        reply = json.loads(data)
+        return reply.get("result") if reply.get("ok") else reply
+
+    def states(self, gw: Gateway) -> dict[tuple[str, int], str]:
+        """(carp interface, vhid) -> state, from the node's status."""
+        status = self.request(gw, {"cmd": "status"})
+        if not isinstance(status, dict) or "carp" not in status:
+            return {}
+        return {(c["name"], n["vhid"]): n["state"] for c in status["carp"] for n in c["carpnodes"]}
+
+    def state(self, gw: Gateway, carpif: str = "carp0", vhid: int | None = None) -> str | None:
+        for (name, v), st in self.states(gw).items():
+            if name == carpif and (vhid is None or v == vhid):
+                return st
+        return None
+
+    def wait_for(
+        self, condition: Callable[[], bool], timeout: float, gw: Gateway | None = None
+    ) -> float:
+        """Poll `condition` until true; returns the seconds it took, raises with the logs."""
+        start = time.monotonic()
+        while time.monotonic() - start < timeout:
+            if condition():
+                return time.monotonic() - start
+            if gw is not None and gw.proc is not None and gw.proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        raise TimeoutError(f"condition not met within {timeout:g} s\n{self.logs()}")
+
+    def logs(self) -> str:
+        out = []
+        for gw in self.gateways:
+            if gw.log_path and os.path.exists(gw.log_path):
+                with open(gw.log_path, errors="replace") as f:
+                    out.append(f"--- {gw.name} ---\n{f.read()[-4000:]}")
+        return "\n".join(out)
+
+    def ping(self, client: int, dst: str, deadline: float = 10.0) -> bool:
+        return self.lab.ping(self.clients[client - 1], dst, deadline=deadline, wait=0.5)
+
+    def close(self) -> None:
+        for gw in self.gateways:
+            if gw.proc is not None and gw.proc.poll() is None:
+                try:
+                    self.stop(gw)
+                except Exception as exc:
+                    self.lab.teardown_errors.append(f"{gw.name}: {exc}")
+        self.lab.close()
+        for name in os.listdir(self.dir):
+            os.unlink(os.path.join(self.dir, name))
+        os.rmdir(self.dir)
+
+    def __enter__(self) -> "GatewayLab":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def pair_specs(
+    balancing: str = "none",
+    *,
+    advbase: int = 1,
+    ipv6: bool = True,
+    password: str = "secret",
+    wan: bool = True,
+    carpnodes: tuple[str, str] | None = None,
+) -> list[GatewaySpec]:
+    """The usual pair: gw-a preferred (advskew 0), gw-b backup (advskew 100); with `carpnodes`,
+    the load-balanced pair of carp(4)'s EXAMPLES (e.g. ("1:0,2:100", "1:100,2:0"))."""
+    specs = []
+    for i, name in enumerate(("gwa", "gwb")):
+        lan: dict[str, Any] = {
+            "carpdev": "lan0",
+            "addresses": [f"{LAN_VIP}/24"] + ([f"{LAN_VIP6}/64"] if ipv6 else []),
+            "advbase": advbase,
+            "pass": password,
+        }
+        if carpnodes is not None:
+            lan["carpnodes"] = carpnodes[i]
+            lan["balancing"] = balancing
+        else:
+            lan["vhid"] = 1
+            lan["advskew"] = 100 * i
+            lan["balancing"] = balancing
+        carp: dict[str, dict[str, Any]] = {"carp0": lan}
+        if wan:
+            carp["carp1"] = {
+                "carpdev": "wan0",
+                "addresses": [f"{WAN_VIP}/24"],
+                "vhid": 2 if carpnodes is None else 10,
+                "advskew": 100 * i,
+                "advbase": advbase,
+                "pass": password,
+            }
+        specs.append(GatewaySpec(name, carp))
+    return specs
