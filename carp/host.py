@@ -195,6 +195,52 @@ class CarpHost:
             self.sysctls = replace(self.sysctls, preempt=bool(value))
         return []
 
+    def replace_carpif(self, now: float, name: str, params: CarpIfParams | None) -> list[Action]:
+        """Reconfigure a carp interface (§4.9; ifconfig options, a reload); None destroys it.
+
+        The new parameters are validated before anything changes. The old interface's carpnodes
+        go INIT (their timers and cookies end, no bow-out, as SIOCSIFADDR / carp_vhids_ioctl
+        do) and the demotion it held leaves with it (detach); the new one starts and, when
+        running, goes BACKUP. A name not yet known adds an interface.
+        """
+        old = self.carpifs.get(name)
+        new: CarpInterface | None = None
+        if params is not None:
+            if params.name != name:
+                raise ValueError(f"{name}: parameters are for {params.name}")
+            if params.carpdev not in self.carpdevs:
+                raise ValueError(f"{name}: unknown carpdev {params.carpdev}")
+            new = CarpInterface(params, self.carpdevs[params.carpdev], self)
+            used = {
+                v.vhid
+                for other in self._by_dev.get(params.carpdev, [])
+                if other.name != name
+                for v in other.vhes
+            }
+            if clash := used & {v.vhid for v in new.vhes}:
+                raise ValueError(f"{name}: vhid {min(clash)} already used on {params.carpdev}")
+        actions: list[Action] = []
+        if old is not None:
+            actions += old.all_init(now, Reason.RECONFIG)
+            if old.demote_cnt:
+                actions += self.adjust_demote(now, name, -old.demote_cnt, "detach")
+            self._by_dev[old.carpdev].remove(old)
+        if new is None:
+            self.carpifs.pop(name, None)
+            return self._filter(actions)
+        # keep the interface's place in configuration order
+        self.carpifs = {n: (new if n == name else sc) for n, sc in self.carpifs.items()}
+        self.carpifs.setdefault(name, new)
+        for group in new.groups:
+            self.groups.setdefault(group, 0)
+        ifs = self._by_dev.setdefault(new.carpdev, [])
+        ifs.append(new)
+        ifs.sort(key=lambda c: c.leader.vhid)
+        if not self.link[new.carpdev]:
+            actions += new.set_carpdev_link(now, False)
+        actions += new.setrun_all(now, Reason.START)
+        return self._filter(actions)
+
     def shutdown(self, now: float) -> list[Action]:
         """Bow out of everything (SIGTERM): `down` on every carp interface (§4.7)."""
         return self._entry(now, lambda sc: sc.set_admin(now, False))
