@@ -22,6 +22,7 @@ from vswitch import netlink, raw, tap
 from vswitch.fwd import DEFAULT_AGEING, Port, Switch
 from vswitch.netlink import LinkMonitor, LinkState
 from vswitch.port import READ_BATCH, DevicePort
+from vswitch.status import PortStatus, SwitchStatus
 
 VNET_HDR_LEN = 10  # the one size both TAPs and AF_PACKET accept
 
@@ -41,6 +42,7 @@ class SwitchRuntime:
     offload: bool
     devices: dict[str, DevicePort] = field(default_factory=dict)
     pairs: tuple[tuple[Port, DevicePort], ...] = ()
+    roles: dict[str, str] = field(default_factory=dict)  # port -> type shown in status
 
     @property
     def name(self) -> str:
@@ -106,9 +108,11 @@ class DataPlane:
         queues: int = 1,
         kernel: bool = False,
         flood: bool = True,
+        role: str | None = None,
     ) -> tap.TapPort:
         """A TAP created for this port (in this process's namespace, then moved to `netns`).
-        The node's host port and carp TAPs are `kernel=True` (carp TAPs also `flood=False`)."""
+        The node's host port and carp TAPs are `kernel=True` (carp TAPs also `flood=False`);
+        `role` ("host", "carp") is the port type shown in `switch_status()`."""
         rt = self.switches[switch]
         dev = tap.TapPort(
             ifname or name,
@@ -121,6 +125,8 @@ class DataPlane:
             queues=queues,
         )
         self._attach(rt, name, dev, kernel, flood)
+        if role is not None:
+            rt.roles[name] = role
         return dev
 
     def add_raw(
@@ -193,6 +199,7 @@ class DataPlane:
             if self._watch.get((dev.netns, dev.ifname)) == (rt, name):
                 del self._watch[(dev.netns, dev.ifname)]
             del rt.devices[name]
+            rt.roles.pop(name, None)
             rt.pairs = tuple(p for p in rt.pairs if p[1] is not dev)
             rt.fwd.remove_port(name)
         dev.close()
@@ -296,6 +303,38 @@ class DataPlane:
                 "table_full": fwd.table_full,
                 "ports": ports,
             }
+        return out
+
+    def switch_status(self) -> list[SwitchStatus]:
+        """The `switches` part of the node's status snapshot (vswitch/status.py)."""
+        out: list[SwitchStatus] = []
+        now = self.clock()
+        for name, rt in self.switches.items():
+            fwd = rt.fwd
+            fwd.expire(now)
+            ports: list[PortStatus] = []
+            for pname, dev in rt.devices.items():
+                c = fwd.ports[pname].counters
+                d = dev.dev
+                ports.append(
+                    {
+                        "name": pname,
+                        "type": rt.roles.get(pname, dev.kind),
+                        "link": dev.link_up,
+                        "rx_packets": c.rx_packets,
+                        "rx_bytes": c.rx_bytes,
+                        "rx_drops": c.rx_dropped
+                        + c.rx_filtered
+                        + d.rx_errors
+                        + d.rx_oversize
+                        + d.rx_gso_dropped,
+                        "tx_packets": c.tx_packets,
+                        "tx_bytes": c.tx_bytes,
+                        "tx_drops": c.tx_dropped,
+                    }
+                )
+            mode = "hub" if fwd.hub else "learning"
+            out.append({"name": name, "mode": mode, "mac_table": fwd.table_size, "ports": ports})
         return out
 
     def close(self) -> None:

@@ -172,3 +172,49 @@ def test_port_management() -> None:
         assert last.closed
 
     run(scenario)
+
+
+def test_switch_status_follows_the_status_schema() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        sw = dp.add_switch("lan0", offload=False)
+        _, f1 = fake(dp, "lan0", "p1")
+        _, f2 = fake(dp, "lan0", "p2", kernel=True)
+        sw.egress_filter = lambda now, port, frame: None  # the kernel port's frames: filtered
+        f1.sock.send(eth(BCAST, A))
+        f1.sock.send(b"runt")
+        f2.sock.send(eth(BCAST, B))
+        await until(lambda: len(f2.drain()) == 1 and sw.ports["p2"].counters.rx_filtered == 1)
+        status = dp.switch_status()
+        assert status == [
+            {
+                "name": "lan0",
+                "mode": "learning",
+                "mac_table": 1,
+                "ports": [
+                    {
+                        "name": "p1",
+                        "type": "fake",
+                        "link": True,
+                        "rx_packets": 2,
+                        "rx_bytes": len(eth(BCAST, A)) + 4,
+                        "rx_drops": 1,
+                        "tx_packets": 0,
+                        "tx_bytes": 0,
+                        "tx_drops": 0,
+                    },
+                    {
+                        "name": "p2",
+                        "type": "fake",
+                        "link": True,
+                        "rx_packets": 1,
+                        "rx_bytes": len(eth(BCAST, B)),
+                        "rx_drops": 1,
+                        "tx_packets": 1,
+                        "tx_bytes": len(eth(BCAST, A)),
+                        "tx_drops": 0,
+                    },
+                ],
+            }
+        ]
+
+    run(scenario)
