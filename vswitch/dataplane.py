@@ -12,6 +12,7 @@ port of the switch then uses it (tap-io.md: on every port or on none).
 """
 
 import asyncio
+import errno
 import functools
 import time
 from collections.abc import Callable, Sequence
@@ -233,13 +234,16 @@ class DataPlane:
                 c.tx_bytes += result.bytes - result.packets * hdr
                 c.tx_dropped += result.dropped
 
-    def send(self, switch: str, frame: bytes, port: str | None = None) -> None:
+    def send(self, switch: str, frame: bytes, port: str | None = None) -> int | None:
         """Send an Ethernet frame as the node: out of `port`, or switched by destination (see
-        `fwd.Switch.inject`). Safe from inside a hook (written after the current batch)."""
+        `fwd.Switch.inject`). Safe from inside a hook (written after the current batch).
+        Returns ENETDOWN when no port could take the frame (for `transmit_result`), else None;
+        a failed write on one of several ports is a per-port drop."""
         rt = self.switches[switch]
-        rt.fwd.inject(frame, port)
+        queued = rt.fwd.inject(frame, port)
         if rt not in self._busy:
             self._flush(rt)
+        return None if queued else errno.ENETDOWN
 
     # -- link state ----------------------------------------------------------------------------
 

@@ -352,11 +352,13 @@ class Switch:
             return frame[:o] + new
         return self._zero_hdr + new
 
-    def _emit(self, frame: bytes | None, eth: bytes | None, emits: Sequence[Emit]) -> None:
+    def _emit(self, frame: bytes | None, eth: bytes | None, emits: Sequence[Emit]) -> int:
+        """Queue hook or node output; returns how many copies were queued."""
+        queued = 0
         for name, out in emits:
             wire = self._wire(frame, eth, out)
             if name is None:
-                self._inject_wire(wire)
+                queued += self._inject_wire(wire)
                 continue
             port = self.ports.get(name)
             if port is None:
@@ -365,28 +367,32 @@ class Switch:
                 port.counters.tx_dropped += 1
             else:
                 port.outq.append(wire)
+                queued += 1
+        return queued
 
     # -- frames sent by the node itself --------------------------------------------------------
 
-    def inject(self, frame: bytes, port: str | None = None) -> None:
+    def inject(self, frame: bytes, port: str | None = None) -> int:
         """Queue an Ethernet frame the node sends (advertisement, gratuitous ARP, reply): out of
-        `port`, or switched by destination (no learning, no hooks, never to kernel ports)."""
-        self._emit(None, None, ((port, frame),))
+        `port`, or switched by destination (no learning, no hooks, never to kernel ports).
+        Returns the number of copies queued: 0 means no port could take it."""
+        return self._emit(None, None, ((port, frame),))
 
-    def _inject_wire(self, wire: bytes) -> None:
+    def _inject_wire(self, wire: bytes) -> int:
         o = self.vnet_hdr
         if len(wire) < o + ETH_HLEN:
             self.bad_emits += 1
-            return
+            return 0
         d = None if self.hub else self._table.get(wire[o : o + 6])
         target: Port | None = None
         if d is not None:
             target = d[2] if d[0] is _SPECIAL else d[0]
         if target is not None and not target.kernel and not wire[o] & 1:
             target.outq.append(wire)
-        else:
-            for append in self._inject_flood:
-                append(wire)
+            return 1
+        for append in self._inject_flood:
+            append(wire)
+        return len(self._inject_flood)
 
     def drain(self) -> list[tuple[Port, list[bytes]]]:
         """Take every non-empty output queue (the queues stay the same list objects)."""

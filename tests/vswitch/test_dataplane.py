@@ -1,6 +1,7 @@
 """The DataPlane runtime on uvloop with socket-pair devices (no privileges needed)."""
 
 import asyncio
+import errno
 import socket
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -127,8 +128,12 @@ def test_hooks_can_send_through_the_data_plane() -> None:
             bytes(10) + eth(A, B, b"reply"),
         ]
         assert f2.got == [bytes(10) + eth(BCAST, A), bytes(10) + eth(BCAST, B, b"from-the-node")]
-        dp.send("lan0", eth(A, B, b"direct"), port="p1")  # outside a batch: written at once
+        # outside a batch: written at once
+        assert dp.send("lan0", eth(A, B, b"direct"), port="p1") is None
         assert f1.drain()[-1] == bytes(10) + eth(A, B, b"direct")
+        dp.switch("lan0").set_link("p1", False)
+        dp.switch("lan0").set_link("p2", False)
+        assert dp.send("lan0", eth(BCAST, B, b"nowhere")) == errno.ENETDOWN
 
     run(scenario)
 

@@ -349,16 +349,16 @@ def test_inject_switches_by_destination_and_never_to_kernel_ports() -> None:
     sw.forward(1.0, host, [eth(BCAST, C)])
     out(sw)
     advert = eth(bytes.fromhex("01005e000012"), VMAC)
-    sw.inject(advert)
+    assert sw.inject(advert) == 2
     assert out(sw) == {"p1": [advert], "p2": [advert]}
-    sw.inject(eth(A, VMAC))
+    assert sw.inject(eth(A, VMAC)) == 1
     assert out(sw) == {"p1": [eth(A, VMAC)]}
     sw.inject(eth(C, VMAC))  # learned on a kernel port: treated as unknown
     assert sorted(out(sw)) == ["p1", "p2"]
     sw.inject(eth(B, VMAC), port="p2")
     assert out(sw) == {"p2": [eth(B, VMAC)]}
-    sw.inject(eth(B, VMAC), port="nope")
-    sw.inject(b"runt")
+    assert sw.inject(eth(B, VMAC), port="nope") == 0
+    assert sw.inject(b"runt") == 0
     assert sw.bad_emits == 2 and out(sw) == {}
     del p2
 
@@ -379,7 +379,7 @@ def test_link_down_port_gets_no_floods_and_loses_its_entries() -> None:
     assert sw.lookup(B) is None
     sw.forward(1.0, p1, [eth(B, A)])
     assert out(sw) == {"p3": [eth(B, A)]}
-    sw.inject(eth(B, A), port="p2")
+    assert sw.inject(eth(B, A), port="p2") == 0
     assert p2.counters.tx_dropped == 1 and out(sw) == {}
     sw.set_link("p2", True)
     sw.forward(1.0, p1, [eth(B, A)])
