@@ -199,6 +199,7 @@ class DataPlane:
                     self.loop.remove_reader(fd)
             if self._watch.get((dev.netns, dev.ifname)) == (rt, name):
                 del self._watch[(dev.netns, dev.ifname)]
+                self._unfollow_idle(dev.netns)
             del rt.devices[name]
             rt.roles.pop(name, None)
             rt.pairs = tuple(p for p in rt.pairs if p[1] is not dev)
@@ -255,6 +256,20 @@ class DataPlane:
         self._watch[(dev.netns, dev.ifname)] = (rt, name)
         # the state may have changed between the device's creation and the subscription
         dev.update_link(netlink.link_state(dev.ifname, dev.netns))
+
+    @property
+    def monitored_namespaces(self) -> set[str | None]:
+        """Namespaces with an open link monitor (each is kept alive by it)."""
+        return set(self._monitors)
+
+    def _unfollow_idle(self, netns: str | None) -> None:
+        # a monitor keeps its namespace alive: close it with the last port it follows
+        if any(ns == netns for ns, _ in self._watch):
+            return
+        monitor = self._monitors.pop(netns, None)
+        if monitor is not None:
+            self.loop.remove_reader(monitor.fileno())
+            monitor.close()
 
     def _link_events(self, monitor: LinkMonitor) -> None:
         for state in monitor.read():

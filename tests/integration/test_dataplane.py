@@ -288,6 +288,10 @@ def test_a_down_tap_costs_a_drop_not_the_switch(lab: Lab) -> None:
         lab.link(c, lab.name("tc"), up=True)
         await until(lambda: events[-1:] == [("lan0", "c", True)])
         assert await lab.aping(a, IP_C)
+        assert c in dp.monitored_namespaces
+        dp.remove_port("lan0", "c")  # the last port there: its monitor no longer pins c
+        assert c not in dp.monitored_namespaces and a in dp.monitored_namespaces
+        assert lab.name("tc") not in netlink.link_names(c)
 
     run(lab, scenario)
 
