@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vswitch import netlink
@@ -105,8 +105,11 @@ class GatewayLab:
             raise ValueError(f"segment must be one of {SEGMENTS}")
         self.lab = Lab(prefix)
         self.dir = tempfile.mkdtemp(prefix=f"vswitch-{self.lab.prefix}-")
+        self.ipv6 = ipv6
         self.gateways: list[Gateway] = []
         self.clients: list[str] = []
+        self.ucarps: list[UcarpNode] = []
+        self.ipv6 = ipv6
         try:
             self._build(gateways, clients, segment, upstream, ipv6)
         except BaseException:
@@ -146,9 +149,9 @@ class GatewayLab:
             lab.addr(self.up, "eth0", f"{UPSTREAM}/24")
             lab.route(self.up, "192.0.2.0/24", via=WAN_VIP)
         for index, spec in enumerate(specs, start=1):
-            self.gateways.append(self._gateway(index, spec, ipv6))
+            self.gateways.append(self._gateway(index, spec))
 
-    def _gateway(self, index: int, spec: GatewaySpec, ipv6: bool) -> Gateway:
+    def _gateway(self, index: int, spec: GatewaySpec) -> Gateway:
         lab = self.lab
         ns = lab.netns(spec.name, forwarding=True)
         for side in ("lan", "wan"):
@@ -156,9 +159,21 @@ class GatewayLab:
             lab.veth(side, peer, a_netns=ns, b_netns=self.seg)
             netlink.set_master(peer, f"br-{side}", netns=self.seg)
         sock = os.path.join(self.dir, f"{spec.name}.sock")
-        lan_host = [f"192.0.2.{10 + index}/24"] + ([f"2001:db8::{10 + index:x}/64"] if ipv6 else [])
+        path = os.path.join(self.dir, f"{spec.name}.toml")
+        gw = Gateway(spec, index, ns, path, sock)
+        self.write_config(gw)
+        return gw
+
+    def write_config(self, gw: Gateway) -> None:
+        """(Re)write the node's TOML from `gw.spec`; a running node reads it on its next start
+        (or on SIGHUP)."""
+        index = gw.index
+        spec = gw.spec
+        lan_host = [f"192.0.2.{10 + index}/24"]
+        if self.ipv6:
+            lan_host.append(f"2001:db8::{10 + index:x}/64")
         text = toml_table(
-            "node", {"name": spec.name, "control": sock, "metrics": False, "log": "stderr"}
+            "node", {"name": spec.name, "control": gw.socket_path, "metrics": False, "log": "stderr"}
         )
         text += toml_table("sysctl", {"preempt": spec.preempt, "log": spec.log})
         text += toml_table(
@@ -174,10 +189,8 @@ class GatewayLab:
         )
         for name, values in spec.carp.items():
             text += toml_table(f"carp.{name}", values)
-        path = os.path.join(self.dir, f"{spec.name}.toml")
-        with open(path, "w") as f:
+        with open(gw.config_path, "w") as f:
             f.write(text)
-        return Gateway(spec, index, ns, path, sock)
 
     # -- nodes ---------------------------------------------------------------------------------
 
