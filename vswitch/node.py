@@ -11,7 +11,11 @@ How the kernel's replies keep the balancing rules: a virtual address has no pref
 what the node's kernel sends from it leaves through the host port; `DataPath.output` then sees
 a frame whose source IP is virtual and sets the source MAC the mode asks for (design decision 4).
 ARP and NDP for virtual addresses are answered by the DataPath; the host port runs with
-arp_ignore=1 / arp_announce=2 so the kernel neither answers nor announces them itself.
+arp_ignore=1 / arp_announce=2 so the kernel neither answers nor announces them itself. The
+kernel takes frames for a virtual address only from the carp TAP, after the balancing filter:
+the host port and every switch port in the node's namespace (raw ports) drop unicast IP in
+link-layer multicast (the `ip`-mode carp MAC is multicast and flooded), and a raw port's
+interface answers ARP only for addresses of its own (arp_ignore=1), never for a VIP.
 """
 
 import asyncio
@@ -55,8 +59,24 @@ NAMESPACE_SYSCTLS = (
     ("net.ipv4.conf.all.rp_filter", 0),
     ("net.ipv4.conf.default.rp_filter", 0),
 )
-# the host port must neither answer nor announce virtual addresses (vswitch does, per mode)
-HOST_PORT_SYSCTLS = (("arp_ignore", 1), ("arp_announce", 2), ("rp_filter", 0))
+# the host port must neither answer nor announce virtual addresses (vswitch does, per mode),
+# nor take the `ip`-mode frames to the multicast carp MAC that the switch floods to it: those
+# reach the kernel only through the carp TAP, after carp_lsdrop (§6.4, §6.5)
+HOST_PORT_SYSCTLS = (
+    ("ipv4", "arp_ignore", 1),
+    ("ipv4", "arp_announce", 2),
+    ("ipv4", "rp_filter", 0),
+    ("ipv4", "drop_unicast_in_l2_multicast", 1),
+    ("ipv6", "drop_unicast_in_l2_multicast", 1),
+)
+# a switch port whose interface sits in the node's namespace (raw ports, tap ports without
+# netns) is the switch's, not the kernel's: the kernel must not answer ARP for a virtual address
+# on it with that interface's MAC, nor answer the `ip`-mode frames it also sees there
+SWITCH_PORT_SYSCTLS = (
+    ("ipv4", "arp_ignore", 1),
+    ("ipv4", "drop_unicast_in_l2_multicast", 1),
+    ("ipv6", "drop_unicast_in_l2_multicast", 1),
+)
 
 
 def link_local(mac: bytes) -> IPv6Address:
@@ -151,8 +171,8 @@ class Node:
         ipv6: IPv6Address | None = None
         if sw.host:
             self.dataplane.add_tap(name, name, mac=own_mac, up=False, kernel=True)
-            for key, value in HOST_PORT_SYSCTLS:
-                netlink.set_sysctl(f"net.ipv4.conf.{name}.{key}", value)
+            for af, key, value in HOST_PORT_SYSCTLS:
+                netlink.set_sysctl(f"net.{af}.conf.{name}.{key}", value)
             for addr in sw.host:
                 netlink.add_address(name, str(addr), nodad=True)
             netlink.set_link(name, up=True)
@@ -163,16 +183,22 @@ class Node:
 
     def _add_port(self, switch: str, port: PortConfig) -> None:
         if port.type == "tap":
+            ifname = port.ifname or port.name
             self.dataplane.add_tap(
                 switch,
                 port.name,
-                ifname=port.ifname or port.name,
+                ifname=ifname,
                 netns=port.netns,
                 mac=parse_mac(port.mac) if port.mac else None,
             )
+            if port.netns is not None:
+                return
         else:
             assert port.ifname is not None
-            self.dataplane.add_raw(switch, port.name, ifname=port.ifname)
+            ifname = port.ifname
+            self.dataplane.add_raw(switch, port.name, ifname=ifname)
+        for af, key, value in SWITCH_PORT_SYSCTLS:
+            netlink.set_sysctl(f"net.{af}.conf.{ifname}.{key}", value)
 
     def _build_carp_tap(self, p: CarpIfParams) -> None:
         assert self.datapath is not None
