@@ -16,6 +16,7 @@ address. Everything is built in namespaces with the lab's unique prefix and remo
 
 import json
 import os
+import re
 import socket
 import subprocess
 import sys
@@ -109,7 +110,6 @@ class GatewayLab:
         self.gateways: list[Gateway] = []
         self.clients: list[str] = []
         self.ucarps: list[UcarpNode] = []
-        self.ipv6 = ipv6
         try:
             self._build(gateways, clients, segment, upstream, ipv6)
         except BaseException:
@@ -173,7 +173,8 @@ class GatewayLab:
         if self.ipv6:
             lan_host.append(f"2001:db8::{10 + index:x}/64")
         text = toml_table(
-            "node", {"name": spec.name, "control": gw.socket_path, "metrics": False, "log": "stderr"}
+            "node",
+            {"name": spec.name, "control": gw.socket_path, "metrics": False, "log": "stderr"},
         )
         text += toml_table("sysctl", {"preempt": spec.preempt, "log": spec.log})
         text += toml_table(
@@ -191,6 +192,12 @@ class GatewayLab:
             text += toml_table(f"carp.{name}", values)
         with open(gw.config_path, "w") as f:
             f.write(text)
+
+    def reconfigure(self, gw: Gateway, carp: dict[str, dict[str, Any]]) -> None:
+        """New carp interfaces for `gw`: its config is rewritten for a reload (SIGHUP or the
+        control socket's `reload`) or the next start."""
+        gw.spec = replace(gw.spec, carp=carp)
+        self.write_config(gw)
 
     # -- nodes ---------------------------------------------------------------------------------
 
@@ -272,10 +279,113 @@ class GatewayLab:
             if gw.log_path and os.path.exists(gw.log_path):
                 with open(gw.log_path, errors="replace") as f:
                     out.append(f"--- {gw.name} ---\n{f.read()[-4000:]}")
+        for u in self.ucarps:
+            out.append(f"--- ucarp {u.name}: {' '.join(u.transitions())} ---\n{u.log()[-2000:]}")
         return "\n".join(out)
 
     def ping(self, client: int, dst: str, deadline: float = 10.0) -> bool:
         return self.lab.ping(self.clients[client - 1], dst, deadline=deadline, wait=0.5)
+
+    # -- looking into namespaces ---------------------------------------------------------------
+
+    def link_flags(self, netns: str) -> dict[str, frozenset[str]]:
+        """Interface name -> its flags (`ip -o link show`: UP, LOWER_UP, NO-CARRIER, ...)."""
+        out = self.lab.run(netns, ["ip", "-o", "link", "show"]).stdout
+        return {
+            m.group(1): frozenset(m.group(2).split(","))
+            for m in re.finditer(r"^\d+: ([^:@\s]+)(?:@\S+)?: <([^>]*)>", out, re.M)
+        }
+
+    def neighbour(self, netns: str, ip: str) -> str | None:
+        """The link-layer address `netns` holds for `ip` (None: no entry or not resolved)."""
+        out = self.lab.run(netns, ["ip", "neigh", "show", "to", ip]).stdout
+        m = re.search(r"\blladdr ([0-9a-f:]{17})\b", out)
+        return m.group(1) if m else None
+
+    def capture(
+        self,
+        netns: str,
+        ifname: str,
+        expr: str,
+        *,
+        count: int = 100,
+        limit: float = 60.0,
+        inbound: bool = False,
+    ) -> "Capture":
+        """Start tcpdump on `ifname` in `netns` (bounded by `count` and `limit` seconds) and
+        wait until it listens."""
+        n = len([f for f in os.listdir(self.dir) if f.startswith("cap")])
+        cap = Capture(self.lab, netns, os.path.join(self.dir, f"cap{n}.pcap"))
+        cap.start(ifname, expr, count=count, limit=limit, inbound=inbound)
+        return cap
+
+    # -- ucarp nodes (interop) -----------------------------------------------------------------
+
+    def add_ucarp(
+        self,
+        name: str,
+        address: str,
+        *,
+        vhid: int = 1,
+        password: str = "secret",
+        vip: str = LAN_VIP,
+        advbase: int = 1,
+        advskew: int = 0,
+        preempt: bool = True,
+    ) -> "UcarpNode":
+        """A namespace `name` on the LAN bridge with `address`/24 on eth0, ready to run ucarp
+        for `vip`; its up/down scripts add/remove the address there and log the transition."""
+        ns = self.lab.netns(name)
+        self.lab.veth("eth0", name, a_netns=ns, b_netns=self.seg)
+        netlink.set_master(name, "br-lan", netns=self.seg)
+        self.lab.addr(ns, "eth0", f"{address}/24")
+        base = os.path.join(self.dir, f"ucarp-{name}")
+        u = UcarpNode(name, ns, "eth0", address, base)
+        for script, ip_cmd, word in (("up", "add", "master"), ("down", "del", "backup")):
+            # ucarp runs them as SCRIPT INTERFACE VIP; the down script also runs at start
+            with open(f"{base}.{script}", "w") as f:
+                f.write(
+                    "#!/bin/sh\n"
+                    f'ip addr {ip_cmd} "$2/24" dev "$1" 2>/dev/null\n'
+                    f"echo {word} >> {base}.state\n"
+                )
+            os.chmod(f"{base}.{script}", 0o755)
+        u.argv = [
+            "ucarp",
+            "-i",
+            "eth0",
+            "-s",
+            address,
+            "-v",
+            str(vhid),
+            "-p",
+            password,
+            "-a",
+            vip,
+            "-u",
+            f"{base}.up",
+            "-d",
+            f"{base}.down",
+            "-b",
+            str(advbase),
+            "-k",
+            str(advskew),
+        ] + (["-P"] if preempt else [])
+        self.ucarps.append(u)
+        return u
+
+    def start_ucarp(self, u: "UcarpNode") -> None:
+        log = open(f"{u.base}.log", "ab")  # noqa: SIM115 - owned by the process
+        u.proc = self.lab.spawn(u.netns, u.argv, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill_ucarp(self, u: "UcarpNode") -> None:
+        """`kill -9` (ucarp sends nothing on exit anyway); its address stays until removed."""
+        assert u.proc is not None
+        u.proc.kill()
+        u.proc.wait(10)
+        self.lab.processes.remove(u.proc)
+        u.proc = None
 
     def close(self) -> None:
         for gw in self.gateways:
@@ -294,6 +404,85 @@ class GatewayLab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+@dataclass
+class UcarpNode:
+    """One ucarp process in its own namespace (GatewayLab.add_ucarp)."""
+
+    name: str
+    netns: str
+    ifname: str
+    address: str
+    base: str  # path prefix of its scripts, state file and log
+    argv: list[str] = field(default_factory=list)
+    proc: subprocess.Popen[bytes] | None = None
+
+    def transitions(self) -> list[str]:
+        """ "master" / "backup" for every up/down script run, in order."""
+        try:
+            with open(f"{self.base}.state") as f:
+                return f.read().split()
+        except FileNotFoundError:
+            return []
+
+    def log(self) -> str:
+        try:
+            with open(f"{self.base}.log", errors="replace") as f:
+                return f.read()
+        except FileNotFoundError:
+            return ""
+
+
+class Capture:
+    """tcpdump into a pcap file inside a lab namespace, bounded by a count and a time limit."""
+
+    def __init__(self, lab: Lab, netns: str, path: str) -> None:
+        self.lab = lab
+        self.netns = netns
+        self.path = path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(
+        self, ifname: str, expr: str, *, count: int, limit: float, inbound: bool = False
+    ) -> None:
+        argv = ["timeout", f"{limit:g}", "tcpdump", "-i", ifname, "-n", "-U", "-c", str(count)]
+        argv += (["-Q", "in"] if inbound else []) + ["-w", self.path, expr]
+        err = open(f"{self.path}.err", "wb")  # noqa: SIM115 - owned by the process
+        self.proc = self.lab.spawn(self.netns, argv, stdout=subprocess.DEVNULL, stderr=err)
+        err.close()
+        end = time.monotonic() + 10
+        while "listening on" not in self.stderr():
+            if self.proc.poll() is not None or time.monotonic() > end:
+                self.stop()
+                raise RuntimeError(f"tcpdump did not start: {self.stderr()}")
+            time.sleep(0.02)
+
+    def stderr(self) -> str:
+        with open(f"{self.path}.err", errors="replace") as f:
+            return f.read()
+
+    def done(self) -> bool:
+        """True once tcpdump exited (its count reached or its time limit over)."""
+        return self.proc is None or self.proc.poll() is not None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.lab.stop(self.proc, timeout=5)  # timeout(1) passes SIGTERM on to tcpdump
+            self.proc = None
+
+    def frames(self) -> list[tuple[float, bytes]]:
+        """The frames captured so far (Ethernet), with their timestamps."""
+        from vswitch.decode import open_capture
+
+        with open(self.path, "rb") as f:
+            return list(open_capture(f).frames)
+
+    def __enter__(self) -> "Capture":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def pair_specs(
