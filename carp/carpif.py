@@ -130,7 +130,7 @@ class CarpInterface:
         self.mac = params.lladdr or self.leader.mac  # §6.3: the leader's MAC unless lladdr
         self.hmac = {v.vhid: self._hmac_for(v) for v in self.vhes}
         self.lsmask = 0
-        self.lscount = 0
+        self.lscount = 0 if params.balancing is Balancing.NONE else len(self.vhes)
         self.carrier = False
         self.admin_up = params.admin_up
         self.suppressed = False  # sc_suppress: the carpdev's link is down (§4.8)
