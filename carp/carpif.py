@@ -9,7 +9,7 @@ CarpHost implements.
 
 import errno
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from ipaddress import IPv4Address
 from typing import Protocol
 
@@ -46,6 +46,25 @@ DELAYED_ARP_ADVERTS = 2  # sc_delayed_arp: resend the burst on the 2nd IPv4 adve
 DELAYED_ARP_OFF = -1
 SENDAD_FACTOR = 3  # CARP_SENDAD_MAX_ERRORS / MIN_SUCCESS = 3 x number of vhes (§4.6)
 PEERS_KEPT = 8  # sources remembered per carpnode for status
+
+
+def keeps_state(old: CarpIfParams, new: CarpIfParams) -> bool:
+    """True if going from `old` to `new` is an SIOCSVH that keeps every carpnode's state (§4.9).
+
+    advbase, the carpnodes' advskews (same vhid list), pass and carppeer only re-arm the timers
+    (carp_hmac_prepare, carp_setrun_all(sc, 0)); addresses, the vhid list, the carp MAC
+    (balancing, lladdr), the carpdev, groups and up/down go another way (`replace_carpif`).
+    """
+    if sorted(n.vhid for n in old.carpnodes) != sorted(n.vhid for n in new.carpnodes):
+        return False
+    soft = replace(
+        old,
+        carpnodes=new.carpnodes,
+        advbase=new.advbase,
+        passphrase=new.passphrase,
+        carppeer=new.carppeer,
+    )
+    return soft == new
 
 
 class HostEnv(Protocol):
@@ -398,6 +417,30 @@ class CarpInterface:
             return []
         self._reannounced = True
         return self._garp() + self._unsolicited_na()
+
+    def reconfigure(self, now: float, params: CarpIfParams) -> list[Action]:
+        """SIOCSVH with `keeps_state` parameters: new advbase, advskews, key and peer, then
+        carp_setrun_all(sc, 0): a MASTER re-arms its advertisement timer and a BACKUP its
+        master-down timers with the new interval; no carpnode changes state (§4.9)."""
+        if params.name != self.name or not keeps_state(self.params, params):
+            raise ValueError(f"{self.name}: this change needs the interface to be replaced")
+        self.params = params
+        self.advbase = params.advbase
+        advskews = {n.vhid: n.advskew for n in params.carpnodes}
+        for vhe in self.vhes:
+            vhe.advskew = advskews[vhe.vhid]
+        self.peer = params.carppeer or CARP_GROUP4
+        self.peer_is_multicast = self.peer.is_multicast
+        self.key = carp_key(params.passphrase)
+        self.hmac_inner = inner_words(self.key)
+        self.hmac = {v.vhid: self._hmac_for(v) for v in self.vhes}  # carp_hmac_prepare
+        for vhe in self.vhes:
+            if vhe.state is State.MASTER:
+                vhe.rearm_ad(now, self.interval(vhe))
+            elif vhe.state is State.BACKUP:
+                for af in self.families:
+                    vhe.restart_master_down(now, self.master_down(vhe), af)
+        return []
 
     def set_admin(self, now: float, up: bool) -> list[Action]:
         """`ifconfig carpN up|down` (§4.7): down bows out of every MASTER carpnode, then INIT."""

@@ -241,6 +241,12 @@ class CarpHost:
         actions += new.setrun_all(now, Reason.START)
         return self._filter(actions)
 
+    def update_carpif(self, now: float, name: str, params: CarpIfParams) -> list[Action]:
+        """An ifconfig option or reload that only changes advbase, advskews, pass or carppeer
+        (`carpif.keeps_state`): applied in place, every carpnode keeps its state and cookie
+        (§4.9, SIOCSVH). ValueError for any other change; use `replace_carpif` for those."""
+        return self._filter(self._carpif(name).reconfigure(now, params))
+
     def shutdown(self, now: float) -> list[Action]:
         """Bow out of everything (SIGTERM): `down` on every carp interface (§4.7)."""
         return self._entry(now, lambda sc: sc.set_admin(now, False))

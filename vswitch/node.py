@@ -37,6 +37,7 @@ from carp.actions import (
     Transmit,
     TxKind,
 )
+from carp.carpif import keeps_state
 from carp.config import NodeConfig, PortConfig, SwitchConfig
 from carp.datapath import DataPath
 from carp.host import CarpHost
@@ -394,6 +395,13 @@ class Node:
     def _replace_carpif(self, now: float, name: str, params: CarpIfParams | None) -> None:
         """Swap a carp interface (None: remove it): the core first (it validates), then the TAP."""
         assert self.host is not None and self.datapath is not None
+        current = self.host.carpifs.get(name)
+        if params is not None and current is not None and keeps_state(current.params, params):
+            # advbase, advskew, pass, carppeer: SIOCSVH keeps the state, and the TAP (§4.9)
+            actions = self.host.update_carpif(now, name, params)
+            self._refresh()  # a new carppeer changes which MACs the switch hands over
+            self.apply(now, actions)
+            return
         actions = self.host.replace_carpif(now, name, params)
         old = self.carp_taps.pop(name, None)
         if old is not None:
