@@ -446,7 +446,10 @@ class Capture:
     def start(
         self, ifname: str, expr: str, *, count: int, limit: float, inbound: bool = False
     ) -> None:
-        argv = ["timeout", f"{limit:g}", "tcpdump", "-i", ifname, "-n", "-U", "-c", str(count)]
+        # --immediate-mode: a frame reaches the file at once (libpcap's TPACKET_V3 blocks would
+        # hold up to a second of frames, lost when tcpdump is stopped)
+        argv = ["timeout", f"{limit:g}", "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode"]
+        argv += ["-c", str(count)]
         argv += (["-Q", "in"] if inbound else []) + ["-w", self.path, expr]
         err = open(f"{self.path}.err", "wb")  # noqa: SIM115 - owned by the process
         self.proc = self.lab.spawn(self.netns, argv, stdout=subprocess.DEVNULL, stderr=err)
