@@ -9,6 +9,7 @@ COMMANDS: dict[str, str] = {
     "run": "vswitch.run",
     "check": "vswitch.check",
     "decode": "vswitch.decode",
+    "demo": "vswitch.demo",
     "status": "vswitch.client_status",
     "ifconfig": "vswitch.client_ifconfig",
     "sysctl": "vswitch.client_sysctl",
