@@ -53,6 +53,8 @@ class GatewaySpec:
     preempt: bool = True
     log: int = 6
     extra_switch: dict[str, Any] = field(default_factory=dict)
+    metrics: str | None = None  # "[node] metrics" address (in the node's namespace); None: off
+    hooks: list[dict[str, Any]] = field(default_factory=list)  # [[hook]] tables
 
 
 @dataclass
@@ -174,7 +176,12 @@ class GatewayLab:
             lan_host.append(f"2001:db8::{10 + index:x}/64")
         text = toml_table(
             "node",
-            {"name": spec.name, "control": gw.socket_path, "metrics": False, "log": "stderr"},
+            {
+                "name": spec.name,
+                "control": gw.socket_path,
+                "metrics": spec.metrics or False,
+                "log": "stderr",
+            },
         )
         text += toml_table("sysctl", {"preempt": spec.preempt, "log": spec.log})
         text += toml_table(
@@ -190,6 +197,8 @@ class GatewayLab:
         )
         for name, values in spec.carp.items():
             text += toml_table(f"carp.{name}", values)
+        for hook in spec.hooks:
+            text += toml_table("[hook]", hook)  # "[[hook]]": an array of tables
         with open(gw.config_path, "w") as f:
             f.write(text)
 
