@@ -112,6 +112,7 @@ class GatewayLab:
         self.gateways: list[Gateway] = []
         self.clients: list[str] = []
         self.ucarps: list[UcarpNode] = []
+        self.sniffers: list[Sniffer] = []
         try:
             self._build(gateways, clients, segment, upstream, ipv6)
         except BaseException:
@@ -396,7 +397,97 @@ class GatewayLab:
         self.lab.processes.remove(u.proc)
         u.proc = None
 
+    # -- many flows, and who carries them (balancing) -------------------------------------------
+
+    def masters(self, carpif: str = "carp0") -> dict[int, list[str]]:
+        """vhid -> names of the running nodes that are MASTER of it (every vhid seen)."""
+        out: dict[int, list[str]] = {}
+        for gw in self.gateways:
+            if gw.proc is None:
+                continue
+            for (name, vhid), st in self.states(gw).items():
+                if name == carpif:
+                    out.setdefault(vhid, [])
+                    if st == "MASTER":
+                        out[vhid].append(gw.name)
+        return out
+
+    def seg_port(self, gw: Gateway, side: str = "lan") -> str:
+        """The bridge port in "seg" that `gw`'s raw port `side` ("lan" or "wan") plugs into."""
+        return f"{side}{gw.index}"
+
+    def add_addresses(self, client: int, cidrs: Sequence[str]) -> None:
+        """More source addresses on client `client`'s eth0 (no DAD)."""
+        for cidr in cidrs:
+            self.lab.addr(self.clients[client - 1], "eth0", cidr)
+
+    def set_client_mac(self, client: int, mac: str) -> None:
+        self.lab.link(self.clients[client - 1], "eth0", mac=bytes.fromhex(mac.replace(":", "")))
+
+    def sniff(self, ifnames: Sequence[str], netns: str | None = None) -> "Sniffer":
+        """AF_PACKET sockets on `ifnames` in `netns` (default "seg", the bridges' namespace)."""
+        sniffer = Sniffer(netns or self.seg, ifnames)
+        self.sniffers.append(sniffer)
+        return sniffer
+
+    def ping_many(
+        self, client: int, sources: Sequence[str], dst: str, *, wait: float = 2.0
+    ) -> dict[str, bool]:
+        """One echo request from each source address to `dst`, all at once; source -> answered
+        (ping -c 1 stops at the first reply: count duplicates on the wire)."""
+        ns = self.clients[client - 1]
+        procs = {
+            src: subprocess.Popen(
+                self.lab.argv(
+                    ns, ["ping", "-n", "-q", "-c", "1", "-W", f"{wait:g}", "-I", src, dst]
+                ),
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for src in sources
+        }
+        try:
+            return {src: p.wait(wait + 10) == 0 for src, p in procs.items()}
+        finally:
+            for p in procs.values():
+                if p.poll() is None:
+                    p.kill()
+                    p.wait(10)
+
+    def udp_echo(self, netns: str, addr: str, port: int) -> None:
+        """A UDP echo server on addr:port in `netns` (a lab process, ends with the lab)."""
+        ready = os.path.join(self.dir, f"echo-{port}.ready")
+        proc = self.lab.spawn(netns, [sys.executable, "-c", _UDP_ECHO, addr, str(port), ready])
+        end = time.monotonic() + 10
+        while not os.path.exists(ready):
+            if proc.poll() is not None or time.monotonic() > end:
+                raise RuntimeError("the UDP echo server did not start")
+            time.sleep(0.02)
+
+    def udp_flows(
+        self,
+        client: int,
+        sources: Sequence[str],
+        dst: str,
+        port: int,
+        *,
+        timeout: float = 5.0,
+        grace: float = 0.5,
+    ) -> dict[str, int]:
+        """One datagram from each source address (one flow each) to dst:port; source -> how
+        many echoes came back: until every flow has one or `timeout`, then `grace` seconds
+        more to see duplicates."""
+        argv = [sys.executable, "-c", _UDP_FLOWS, dst, str(port), f"{timeout:g}", f"{grace:g}"]
+        out = self.lab.run(
+            self.clients[client - 1], [*argv, *sources], timeout=timeout + grace + 30
+        ).stdout
+        counts: dict[str, int] = json.loads(out)
+        return counts
+
     def close(self) -> None:
+        for sniffer in self.sniffers:
+            sniffer.close()  # a socket there would keep the namespace's interfaces alive
         for gw in self.gateways:
             if gw.proc is not None and gw.proc.poll() is None:
                 try:
@@ -495,6 +586,101 @@ class Capture:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+ETH_P_ALL = 0x0003
+PACKET_OUTGOING = 4
+SO_RCVBUFFORCE = 33  # root: a buffer beyond rmem_max
+
+
+@dataclass(frozen=True, slots=True)
+class Sniffed:
+    """One frame seen on a bridge port: `inbound` if the device behind the port sent it (it
+    entered the bridge), else the bridge sent it out to that device."""
+
+    ifname: str
+    inbound: bool
+    frame: bytes
+
+
+class Sniffer:
+    """AF_PACKET sockets on interfaces of one lab namespace, in this process (no tcpdump): on the
+    bridge ports in "seg" they show which node sent a frame and which node a frame reached."""
+
+    BUFFER = 8 << 20  # room for everything a short test sends without reading in between
+
+    def __init__(self, netns: str, ifnames: Sequence[str]) -> None:
+        self.socks: dict[str, socket.socket] = {}
+        self.seen: list[Sniffed] = []
+        try:
+            for ifname in ifnames:
+                with netlink.in_netns(netns):
+                    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+                self.socks[ifname] = s
+                s.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, self.BUFFER)
+                s.bind((ifname, ETH_P_ALL))
+                s.setblocking(False)
+        except BaseException:
+            self.close()
+            raise
+
+    def frames(self) -> list[Sniffed]:
+        """Everything seen so far (read now), in order per interface."""
+        for ifname, s in self.socks.items():
+            while True:
+                try:
+                    data, addr = s.recvfrom(65600)
+                except BlockingIOError:
+                    break
+                self.seen.append(Sniffed(ifname, addr[2] != PACKET_OUTGOING, data))
+        return self.seen
+
+    def clear(self) -> None:
+        self.frames()
+        self.seen = []
+
+    def close(self) -> None:
+        for s in self.socks.values():
+            s.close()
+        self.socks = {}
+
+
+_UDP_ECHO = """
+import socket, sys
+addr, port, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((addr, port))
+open(ready, "w").close()
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(data, peer)
+"""
+
+_UDP_FLOWS = """
+import json, selectors, socket, sys, time
+dst, port, timeout, grace = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4])
+sel = selectors.DefaultSelector()
+counts = {}
+for src in sys.argv[5:]:
+    s = socket.socket(socket.AF_INET6 if ":" in src else socket.AF_INET, socket.SOCK_DGRAM)
+    s.bind((src, 0))
+    s.setblocking(False)
+    sel.register(s, selectors.EVENT_READ, src)
+    counts[src] = 0
+    s.sendto(src.encode(), (dst, port))
+end = time.monotonic() + timeout
+while time.monotonic() < end:
+    if all(counts.values()):
+        end = min(end, time.monotonic() + grace)
+    for key, _ in sel.select(max(0.0, end - time.monotonic())):
+        while True:
+            try:
+                key.fileobj.recv(2048)
+            except BlockingIOError:
+                break
+            counts[key.data] += 1
+print(json.dumps(counts))
+"""
 
 
 def pair_specs(
