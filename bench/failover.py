@@ -1,0 +1,481 @@
+#!/usr/bin/env python3
+"""Failover time after `kill -9` of the master: vswitch against ucarp in the same gateway lab.
+
+    .venv/bin/python bench/failover.py [--runs 7] [--scenarios ...] [--seed N]   (root)
+
+One lab (vswitch/gwlab.py: a LAN bridge, a client, two vswitch gateway namespaces) gets two
+more namespaces for a pair of ucarp 1.5.2 nodes (Debian) on the same bridge. Every pair serves
+the same VIP 192.0.2.1 with vhid 1 and the same pass, master advskew lower than backup's, preempt
+on; the pairs take turns. A run: the master is steady, the client pings the VIP every
+`--interval` s, a random pause of up to one advertisement interval puts the kill at a random
+phase of the master's advertisement timer, then the master is killed with SIGKILL:
+- vswitch: the process dies and its TAPs with it (the node is gone from the wire);
+- ucarp: ucarp dies, and its namespace's link goes down at once (otherwise the kernel would
+  keep answering on the VIP that ucarp's up script left on the interface).
+Measured: the takeover time (kill -> the backup is MASTER: vswitch's event stream, on the same
+monotonic clock; ucarp's up script logs `date +%s.%N`) and the client-visible outage (the
+longest silence between echo replies). Then the master comes back and preempts, and the next
+run starts. ucarp's up script adds the VIP and sends a gratuitous ARP (this script's `garp`
+command, an AF_PACKET broadcast, in the background); ucarp itself sends one more after the
+script. Its down script removes the VIP.
+
+Master-down differs by design: vswitch follows current OpenBSD, 3 x (advbase + advskew/256);
+ucarp keeps the 2003 formula, 3 x advbase + advskew/256. Prints a table with the ratios
+(vswitch / ucarp, advbase 1) and writes JSON under bench/results/. Every run is bounded in
+time; the lab is removed at the end, also on errors and Ctrl-C.
+"""
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Address
+from typing import Any
+
+from carp.l2 import gratuitous_arp
+from carp.timing import interval_us, master_down_us, seconds
+from vswitch import netlink
+from vswitch.gwlab import LAN_VIP, GatewayLab, GatewaySpec
+from vswitch.probe import EventWatch, PingProbe, largest_gap
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+PASSWORD = "secret"
+VHID = 1
+RUN_TIMEOUT = 20.0  # seconds for one takeover / recovery / restore to happen at all
+MAX_RUNS = 50
+
+
+@dataclass(frozen=True)
+class Scenario:
+    impl: str  # "vswitch" | "ucarp"
+    advbase: int
+    skew_master: int
+    skew_backup: int
+
+    @property
+    def label(self) -> str:
+        name = "ucarp 1.5.2" if self.impl == "ucarp" else "vswitch"
+        return f"{name}, advbase {self.advbase}"
+
+    def master_interval(self) -> float:
+        return seconds(interval_us(self.advbase, self.skew_master))
+
+    def master_down(self) -> float:
+        if self.impl == "ucarp":  # ucarp carp.c carp_setrun: dead_ratio * advbase + advskew/256
+            return 3 * self.advbase + self.skew_backup / 256
+        return seconds(master_down_us(self.advbase, self.skew_backup))
+
+
+SCENARIOS = {
+    "vswitch-1": Scenario("vswitch", 1, 0, 100),
+    "ucarp-1": Scenario("ucarp", 1, 0, 100),
+    "vswitch-0": Scenario("vswitch", 0, 0, 20),
+}
+
+
+@dataclass
+class Run:
+    phase: float  # pause between a steady master and the kill
+    takeover: float | None
+    outage: float | None
+    lost: int | None
+
+
+# -- the pairs ---------------------------------------------------------------------------------
+
+
+class VswitchPair:
+    def __init__(self, lab: GatewayLab, sc: Scenario) -> None:
+        self.lab = lab
+        self.master, self.backup = lab.gateways
+        for gw, skew in ((self.master, sc.skew_master), (self.backup, sc.skew_backup)):
+            carp0 = {"carpdev": "lan0", "addresses": [f"{LAN_VIP}/24"], "vhid": VHID}
+            carp0 |= {"advbase": sc.advbase, "advskew": skew, "pass": PASSWORD}
+            lab.reconfigure(gw, {"carp0": carp0})
+        self._watch: EventWatch | None = None
+
+    def start(self) -> None:
+        self.lab.start(self.master)
+        self.lab.start(self.backup)
+        self.wait_steady()
+
+    def wait_steady(self) -> None:
+        self.lab.wait_for(
+            lambda: (
+                self.lab.state(self.master) == "MASTER" and self.lab.state(self.backup) == "BACKUP"
+            ),
+            RUN_TIMEOUT,
+        )
+
+    def arm(self) -> None:
+        self._watch = EventWatch(self.backup.socket_path)
+
+    def kill_master(self) -> None:
+        self.lab.kill(self.master)
+
+    def takeover(self, wall: float, mono: float) -> float | None:
+        assert self._watch is not None
+        event = self._watch.became("carp0", "MASTER", RUN_TIMEOUT)
+        self._watch.close()
+        self._watch = None
+        return None if event is None else event.monotonic - mono
+
+    def restore(self) -> None:
+        self.lab.start(self.master)
+        self.wait_steady()
+
+    def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.close()
+        for gw in (self.master, self.backup):
+            if gw.proc is not None:
+                self.lab.stop(gw)
+
+
+@dataclass
+class UcarpNode:
+    name: str
+    netns: str
+    address: str
+    skew: int
+    state_file: str
+    proc: subprocess.Popen[bytes] | None = None
+
+    def states(self) -> list[tuple[str, float]]:
+        """(master|backup, wall clock) for every script run, in order."""
+        try:
+            with open(self.state_file) as f:
+                rows = [line.split() for line in f]
+        except FileNotFoundError:
+            return []
+        return [(r[0], float(r[1])) for r in rows if len(r) == 2]
+
+    def state(self) -> str | None:
+        states = self.states()
+        return states[-1][0] if states else None
+
+
+class UcarpPair:
+    def __init__(self, lab: GatewayLab, sc: Scenario, workdir: str) -> None:
+        self.lab = lab
+        self.sc = sc
+        self.nodes: list[UcarpNode] = []
+        for i, (name, skew) in enumerate((("ua", sc.skew_master), ("ub", sc.skew_backup))):
+            ns = lab.lab.netns(name)
+            lab.lab.veth("eth0", name, a_netns=ns, b_netns=lab.seg)
+            netlink.set_master(name, "br-lan", netns=lab.seg)
+            address = f"192.0.2.{21 + i}"
+            lab.lab.addr(ns, "eth0", f"{address}/24")
+            state = os.path.join(workdir, f"{name}.state")
+            self.nodes.append(UcarpNode(name, ns, address, skew, state))
+        self.up, self.down = write_scripts(workdir)
+
+    @property
+    def master(self) -> UcarpNode:
+        return self.nodes[0]
+
+    @property
+    def backup(self) -> UcarpNode:
+        return self.nodes[1]
+
+    def _spawn(self, node: UcarpNode) -> None:
+        argv = ["ucarp", "-i", "eth0", "-s", node.address, "-v", str(VHID), "-p", PASSWORD]
+        argv += ["-a", LAN_VIP, "-b", str(self.sc.advbase), "-k", str(node.skew), "-P"]
+        argv += ["-u", self.up, "-d", self.down, "-x", node.state_file]
+        node.proc = self.lab.lab.spawn(
+            node.netns, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+
+    def start(self) -> None:
+        for node in self.nodes:
+            self._spawn(node)
+        self.wait_steady()
+
+    def wait_steady(self) -> None:
+        self.lab.wait_for(
+            lambda: self.master.state() == "master" and self.backup.state() == "backup",
+            RUN_TIMEOUT,
+        )
+
+    def arm(self) -> None:
+        pass
+
+    def kill_master(self) -> None:
+        node = self.master
+        assert node.proc is not None
+        node.proc.kill()
+        # the host is gone: its kernel must stop answering on the VIP the up script added
+        self.lab.lab.link(node.netns, "eth0", up=False)
+        node.proc.wait(10)
+        self.lab.lab.stop(node.proc)
+        node.proc = None
+
+    def takeover(self, wall: float, mono: float) -> float | None:
+        end = time.monotonic() + RUN_TIMEOUT
+        while time.monotonic() < end:
+            taken = [t for s, t in self.backup.states() if s == "master" and t > wall]
+            if taken:
+                return taken[0] - wall
+            time.sleep(0.02)
+        return None
+
+    def restore(self) -> None:
+        node = self.master
+        # a rebooted host: no VIP left on its interface, link up, ucarp starts as BACKUP
+        self.lab.lab.run(
+            node.netns, ["ip", "addr", "del", f"{LAN_VIP}/24", "dev", "eth0"], check=False
+        )
+        self.lab.lab.link(node.netns, "eth0", up=True)
+        start = time.time()
+        self._spawn(node)
+        self.lab.wait_for(
+            lambda: (
+                any(s == "master" and t > start for s, t in node.states())
+                and self.backup.state() == "backup"
+            ),
+            RUN_TIMEOUT,
+        )
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            if node.proc is not None:
+                self.lab.lab.stop(node.proc)
+                node.proc = None
+            self.lab.lab.run(
+                node.netns, ["ip", "addr", "del", f"{LAN_VIP}/24", "dev", "eth0"], check=False
+            )
+
+
+def write_scripts(workdir: str) -> tuple[str, str]:
+    """ucarp runs SCRIPT IFNAME VIP XPARAM and waits for it: keep them short (the extra
+    gratuitous ARP runs in the background). XPARAM is the node's state file."""
+    garp = f"{sys.executable} {os.path.abspath(__file__)} garp"
+    scripts = {
+        "up": (
+            'echo "master $(date +%s.%N)" >> "$3"\n'
+            'ip addr add "$2/24" dev "$1" 2>/dev/null\n'
+            f'{garp} "$1" "$2" </dev/null >/dev/null 2>&1 &\n'
+        ),
+        "down": (
+            'echo "backup $(date +%s.%N)" >> "$3"\nip addr del "$2/24" dev "$1" 2>/dev/null\n'
+        ),
+    }
+    paths = []
+    for name, body in scripts.items():
+        path = os.path.join(workdir, f"vip-{name}.sh")
+        with open(path, "w") as f:
+            f.write("#!/bin/sh\n" + body)
+        os.chmod(path, 0o755)
+        paths.append(path)
+    return paths[0], paths[1]
+
+
+def send_garp(ifname: str, vip: str) -> int:
+    """`garp IFNAME VIP`: one gratuitous ARP request from IFNAME's MAC (run in a namespace)."""
+    with open(f"/sys/class/net/{ifname}/address") as f:
+        mac = bytes.fromhex(f.read().strip().replace(":", ""))
+    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
+        s.bind((ifname, 0))
+        s.send(gratuitous_arp(mac, IPv4Address(vip)))
+    return 0
+
+
+# -- measuring ---------------------------------------------------------------------------------
+
+
+def one_run(
+    lab: GatewayLab,
+    pair: VswitchPair | UcarpPair,
+    sc: Scenario,
+    rng: random.Random,
+    interval: float,
+) -> Run:
+    client = lab.clients[0]
+    with PingProbe(lab.lab, client, LAN_VIP, interval=interval, deadline=4 * RUN_TIMEOUT) as probe:
+        lab.wait_for(lambda: len(probe.replies()) >= 10, RUN_TIMEOUT)
+        pair.arm()
+        phase = rng.uniform(0, sc.master_interval())
+        time.sleep(phase)  # a random point of the master's advertisement cycle
+        wall, mono = time.time(), time.monotonic()
+        pair.kill_master()
+        takeover = pair.takeover(wall, mono)
+        resumed = probe.wait_reply_after(wall + (takeover or 0.0), RUN_TIMEOUT)
+        gap = largest_gap(probe.stop(), wall) if resumed else None
+    return Run(
+        round(phase, 4),
+        None if takeover is None else round(takeover, 4),
+        None if gap is None else round(gap.seconds, 4),
+        None if gap is None else gap.lost,
+    )
+
+
+def run_scenario(
+    lab: GatewayLab, key: str, runs: int, rng: random.Random, interval: float, workdir: str
+) -> list[Run]:
+    sc = SCENARIOS[key]
+    for ns in lab.clients:  # the previous pair's MAC for the VIP must not linger
+        lab.lab.run(ns, ["ip", "neigh", "flush", "dev", "eth0"])
+    pair: VswitchPair | UcarpPair
+    pair = VswitchPair(lab, sc) if sc.impl == "vswitch" else UcarpPair(lab, sc, workdir)
+    results = []
+    try:
+        pair.start()
+        if not lab.ping(1, LAN_VIP):
+            raise RuntimeError(f"{key}: the client cannot reach {LAN_VIP}")
+        for i in range(runs):
+            run = one_run(lab, pair, sc, rng, interval)
+            results.append(run)
+            print(
+                f"  [{key} {i + 1}/{runs}] phase {run.phase:.3f} s, takeover {fmt(run.takeover)}, "
+                f"outage {fmt(run.outage)} ({run.lost} lost)",
+                file=sys.stderr,
+                flush=True,
+            )
+            pair.restore()
+            lab.wait_for(lambda: lab.ping(1, LAN_VIP, deadline=2), RUN_TIMEOUT)
+    finally:
+        pair.stop()
+    return results
+
+
+def fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f} s"
+
+
+def stats(values: list[float | None]) -> dict[str, float | int | None]:
+    ok = [v for v in values if v is not None]
+    if not ok:
+        return {"median": None, "min": None, "max": None, "failed": len(values)}
+    return {
+        "median": round(statistics.median(ok), 4),
+        "min": min(ok),
+        "max": max(ok),
+        "failed": len(values) - len(ok),
+    }
+
+
+def summarise(runs: dict[str, list[Run]]) -> dict[str, dict[str, Any]]:
+    out: dict[str, dict[str, Any]] = {}
+    for key, rs in runs.items():
+        sc = SCENARIOS[key]
+        out[key] = {
+            "scenario": asdict(sc),
+            "master_down": round(sc.master_down(), 4),
+            "takeover": stats([r.takeover for r in rs]),
+            "outage": stats([r.outage for r in rs]),
+        }
+    ucarp = out.get("ucarp-1")
+    for summary in out.values():
+        for what in ("takeover", "outage"):
+            mine, theirs = summary[what]["median"], ucarp[what]["median"] if ucarp else None
+            summary[what]["vs_ucarp"] = round(mine / theirs, 3) if mine and theirs else None
+    return out
+
+
+def table(summary: dict[str, dict[str, Any]]) -> str:
+    def cell(s: dict[str, Any]) -> str:
+        if s["median"] is None:
+            return "failed"
+        ratio = f" ({s['vs_ucarp']:.2f}x)" if s["vs_ucarp"] is not None else ""
+        return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]{ratio}"
+
+    head = ["", "advskew m/b", "master-down", "takeover: median [min-max] (vs ucarp)", "outage"]
+    rows = [head]
+    for key, s in summary.items():
+        sc = SCENARIOS[key]
+        rows.append(
+            [
+                SCENARIOS[key].label,
+                f"{sc.skew_master}/{sc.skew_backup}",
+                f"{s['master_down']:.3f}",
+                cell(s["takeover"]),
+                cell(s["outage"]),
+            ]
+        )
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]) + "\n(seconds)"
+
+
+def preflight() -> str | None:
+    if os.geteuid() != 0:
+        return "failover.py needs root (namespaces, TAPs)"
+    missing = [t for t in ("ip", "ping", "ucarp") if shutil.which(t) is None]
+    if missing:
+        return f"failover.py needs {', '.join(missing)} (Debian: iproute2 iputils-ping ucarp)"
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd")
+    garp = sub.add_parser("garp", help="send one gratuitous ARP (used by the ucarp up script)")
+    garp.add_argument("ifname")
+    garp.add_argument("vip")
+    parser.add_argument("--runs", type=int, default=7, help=f"kills per scenario (1..{MAX_RUNS})")
+    parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
+    parser.add_argument("--interval", type=float, default=0.005, help="client ping interval, s")
+    parser.add_argument("--seed", type=int, default=None, help="seed for the kill phases")
+    parser.add_argument("--out", default=RESULTS, help="directory for the JSON result")
+    args = parser.parse_args(argv)
+    if args.cmd == "garp":
+        return send_garp(args.ifname, args.vip)
+    reason = preflight()
+    if reason is not None:
+        print(reason, file=sys.stderr)
+        return 2
+    if not 1 <= args.runs <= MAX_RUNS:
+        parser.error(f"--runs must be 1..{MAX_RUNS}")
+    if not 0.002 <= args.interval <= 0.2:
+        parser.error("--interval must be 0.002..0.2 s")
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(2**32)
+    rng = random.Random(seed)
+    load_before = os.getloadavg()
+    started = time.monotonic()
+    runs: dict[str, list[Run]] = {}
+    specs = [GatewaySpec("gwa", {}), GatewaySpec("gwb", {})]
+    with GatewayLab(specs, clients=1, upstream=False, ipv6=False) as lab:
+        workdir = lab.dir
+        for key in dict.fromkeys(args.scenarios):
+            print(f"{SCENARIOS[key].label} ...", file=sys.stderr, flush=True)
+            runs[key] = run_scenario(lab, key, args.runs, rng, args.interval, workdir)
+    summary = summarise(runs)
+    print(f"Failover after kill -9 of the master, {args.runs} runs each, random phase")
+    print(table(summary))
+    report = {
+        "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "host": {
+            "kernel": platform.release(),
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "loadavg_before": load_before,
+            "loadavg_after": os.getloadavg(),
+        },
+        "seed": seed,
+        "runs_per_scenario": args.runs,
+        "probe_interval_s": args.interval,
+        "seconds": round(time.monotonic() - started, 1),
+        "summary": summary,
+        "runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()},
+    }
+    os.makedirs(args.out, exist_ok=True)
+    out = os.path.join(args.out, f"failover-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    with open(out, "w") as f:
+        json.dump(report, f, indent=2)
+        f.write("\n")
+    print(f"written {out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(main())
