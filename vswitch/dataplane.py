@@ -290,8 +290,26 @@ class DataPlane:
     def _link_changed(self, rt: SwitchRuntime, name: str, up: bool) -> None:
         if name in rt.fwd.ports:
             rt.fwd.set_link(name, up)
+            if up:
+                self._rearm(rt, name)
         if self.on_link is not None:
             self.on_link(rt.name, name, up)
+
+    def _rearm(self, rt: SwitchRuntime, name: str) -> None:
+        """Poll a port's fds afresh when its link comes back. An AF_PACKET socket gets
+        sk_err ENETDOWN when its interface goes down; libuv answers the POLLERR by stopping the
+        poll handle and uvloop closes it, so without this the port would stay deaf. One read
+        first consumes the pending error (and forwards what queued meanwhile)."""
+        dev = rt.devices.get(name)
+        fport = rt.fwd.ports.get(name)
+        if dev is None or fport is None or dev.closed or dev.failed is not None:
+            return
+        for fd in dev.fds:
+            self.loop.remove_reader(fd)
+            self._readable(rt, fport, dev, fd)
+            if dev.failed is not None:
+                return
+            self.loop.add_reader(fd, self._readable, rt, fport, dev, fd)
 
     # -- status and shutdown -------------------------------------------------------------------
 
