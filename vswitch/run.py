@@ -42,6 +42,7 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink) -> int:
     metrics = MetricsServer(config.node.metrics, controller.status) if config.node.metrics else None
     try:
         node.start()
+        _publish_links(node, bus)
         hooks.start()
         await control.start()
         if metrics is not None:
@@ -61,6 +62,18 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink) -> int:
         if metrics is not None:
             await metrics.close()
         await hooks.aclose()
+
+
+def _publish_links(node: Node, bus: EventBus) -> None:
+    """Port link changes become `link` events, ahead of the state changes they cause."""
+    inner = node.dataplane.on_link
+
+    def on_link(switch: str, port: str, up: bool) -> None:
+        bus.publish_link(node.clock(), switch, port, up)
+        if inner is not None:
+            inner(switch, port, up)
+
+    node.dataplane.on_link = on_link
 
 
 def _reload(controller: NodeController, sink: LogSink) -> None:
