@@ -440,8 +440,10 @@ class Node:
                 if params.carpdev not in self.carpdevs:
                     changes.append(f"{name}: carpdev {params.carpdev} needs a restart")
                     continue
+                kept = current is not None and keeps_state(current.params, params)
                 self._replace_carpif(now, name, params)
-                changes.append(f"{name} {'added' if current is None else 'reconfigured'}")
+                what = "added" if current is None else "updated, state kept" if kept else "replaced"
+                changes.append(f"{name} {what}")
         self.config = config
         return changes
 
