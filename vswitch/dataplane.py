@@ -104,6 +104,7 @@ class DataPlane:
         netns: str | None = None,
         mac: bytes | None = None,
         addresses: Sequence[str] = (),
+        noprefixroute: bool = False,
         mtu: int = 1500,
         up: bool = True,
         queues: int = 1,
@@ -122,6 +123,7 @@ class DataPlane:
             mac=mac,
             netns=netns,
             addresses=addresses,
+            noprefixroute=noprefixroute,
             up=up,
             queues=queues,
         )

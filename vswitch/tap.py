@@ -76,6 +76,7 @@ class TapPort(DevicePort):
         netns: str | None = None,
         addresses: Sequence[str] = (),
         nodad: bool = True,
+        noprefixroute: bool = False,
         up: bool = True,
         queues: int = 1,
     ) -> None:
@@ -114,7 +115,9 @@ class TapPort(DevicePort):
             if netns is not None:
                 netlink.move_to_netns(ifname, netns)
             for cidr in addresses:
-                netlink.add_address(ifname, cidr, netns=netns, nodad=nodad)
+                netlink.add_address(
+                    ifname, cidr, netns=netns, nodad=nodad, noprefixroute=noprefixroute
+                )
             if up:
                 netlink.set_link(ifname, netns=netns, up=True)
             state = netlink.link_state(ifname, netns)

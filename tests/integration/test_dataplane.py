@@ -348,7 +348,19 @@ def test_kernel_port_with_egress_filter_and_hooks(lab: Lab) -> None:
 
     async def scenario(dp: DataPlane) -> None:
         sw = dp.add_switch("lan0")
-        host = dp.add_tap("lan0", "host", ifname="lan0", addresses=["192.0.2.254/24"], kernel=True)
+        host = dp.add_tap(
+            "lan0", "host", ifname="lan0", addresses=["192.0.2.254/24"], kernel=True, role="host"
+        )
+        vip = dp.add_tap(
+            "lan0",
+            "carp0",
+            ifname="carp0",
+            addresses=["192.0.2.10/24", "2001:db8::10/64"],
+            noprefixroute=True,
+            kernel=True,
+            flood=False,
+            role="carp",
+        )
         a = client(dp, lab, "a", IP_A, "2001:db8::1")
         arp_requests: list[str] = []
 
@@ -378,6 +390,13 @@ def test_kernel_port_with_egress_filter_and_hooks(lab: Lab) -> None:
             assert sw.lookup(rewritten) == "host"
             host.set_carrier(False)
             assert "NO-CARRIER" in lab.run(None, ["ip", "link", "show", "lan0"]).stdout
+            # the virtual addresses came without prefix routes; the carp TAP got no floods
+            routes = lab.run(None, ["ip", "route", "show", "dev", "carp0"]).stdout
+            assert routes.strip() == ""
+            assert "noprefixroute" in lab.run(None, ["ip", "addr", "show", "carp0"]).stdout
+            carp0 = next(p for p in dp.switch_status()[0]["ports"] if p["name"] == "carp0")
+            assert carp0["type"] == "carp" and carp0["tx_packets"] == 0
+            assert vip.link_up
         finally:
             sniff.close()
 
