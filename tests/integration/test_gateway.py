@@ -239,7 +239,10 @@ def test_kill9_failover(pair: tuple[GatewayLab, Gateway, Gateway]) -> None:
     # what the new master sends into the LAN bridge from the carp MAC: its takeover
     # announcements (gwb is BACKUP until then and sends nothing from that MAC)
     expr = f"(arp or icmp6) and ether src {CARP0_MAC}"
-    with probe, lab.capture(lab.seg, "lan2", expr, count=40, limit=40, inbound=True) as cap:
+    with (
+        probe,
+        lab.capture(lab.seg, lab.seg_port(gwb), expr, count=40, limit=40, inbound=True) as cap,
+    ):
         lab.wait_for(lambda: len(probe.replies()) >= 5, 10)
         lab.kill(gwa)
         killed = time.time()  # ping -D prints wall-clock times
