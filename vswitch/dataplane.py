@@ -287,7 +287,12 @@ class DataPlane:
         for (ns, ifname), (rt, name) in list(self._watch.items()):
             if ns == netns:
                 state: LinkState | None = netlink.link_state(ifname, ns)
-                rt.devices[name].update_link(state)
+                dev = rt.devices[name]
+                was_up = dev.link_up
+                dev.update_link(state)
+                if was_up and dev.link_up:
+                    # events were lost: a down/up in between would have stopped the polling
+                    self._rearm(rt, name)
 
     def _link_changed(self, rt: SwitchRuntime, name: str, up: bool) -> None:
         if name in rt.fwd.ports:

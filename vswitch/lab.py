@@ -170,14 +170,17 @@ class Lab:
 
     def link(
         self,
-        netns: str,
+        netns: str | None,
         ifname: str,
         *,
         up: bool | None = None,
         mac: bytes | None = None,
         mtu: int | None = None,
     ) -> None:
+        """Change an interface in a lab namespace, or one the lab created in the host's."""
         self._own_ns(netns)
+        if netns is None and ifname not in self.root_links:
+            raise LabError(f"{ifname} was not created by this lab")
         netlink.set_link(ifname, netns=netns, up=up, mac=mac, mtu=mtu)
 
     def route(

@@ -254,18 +254,26 @@ for _ in range(int(sys.argv[2])):
 def test_raw_link_follows_the_veth_peer(lab: Lab) -> None:
     async def scenario(dp: DataPlane) -> None:
         dp.add_switch("lan0")
+        client(dp, lab, "t", IP_A, "2001:db8::1")
         r = lab.netns("r")
         host_end, _ = lab.veth(lab.name("r0"), "eth0", b_netns=r)
+        lab.addr(r, "eth0", f"{IP_B}/24")
         events: list[tuple[str, str, bool]] = []
         dp.on_link = lambda sw, port, up: events.append((sw, port, up))
         port = dp.add_raw("lan0", "up0", ifname=host_end)
         assert port.link_up and events == []
-        lab.link(r, "eth0", up=False)
-        await until(lambda: events == [("lan0", "up0", False)])
-        assert not dp.switch("lan0").ports["up0"].link_up
-        lab.link(r, "eth0", up=True)
-        await until(lambda: events[-1:] == [("lan0", "up0", True)])
-        assert dp.switch("lan0").ports["up0"].link_up
+        assert await lab.aping(r, IP_A)
+        # link flaps, of the peer (carrier) and of the port's own interface (admin down: the
+        # socket gets ENETDOWN): reported, and traffic flows again afterwards
+        for ns, ifname in ((r, "eth0"), (None, host_end), (r, "eth0"), (None, host_end)):
+            lab.link(ns, ifname, up=False)
+            await until(lambda: events[-1:] == [("lan0", "up0", False)])
+            assert not dp.switch("lan0").ports["up0"].link_up
+            lab.link(ns, ifname, up=True)
+            await until(lambda: events[-1:] == [("lan0", "up0", True)])
+            assert dp.switch("lan0").ports["up0"].link_up
+            assert await lab.aping(r, IP_A)
+        assert len(events) == 8
 
     run(lab, scenario)
 

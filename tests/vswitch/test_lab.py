@@ -82,6 +82,9 @@ def test_refuses_what_it_did_not_create() -> None:
         with pytest.raises(LabError):
             lab.addr("somebody-else", "lo", "192.0.2.9/32")
         with pytest.raises(LabError):
+            lab.link(None, "lo", up=True)  # the host's own, not the lab's
+        lab.link(None, lab.name("d0"), up=False)
+        with pytest.raises(LabError):
             lab.netns("n")
         with pytest.raises(ValueError):
             lab.name("much-too-long-name")
