@@ -16,7 +16,7 @@ send pass the egress filter first, floods between two kernel ports are skipped (
 special MAC is never learned from them, and frames the node injects are not flooded to them.
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -107,6 +107,7 @@ class Switch:
         self.ports: dict[str, Port] = {}
         self._table: dict[bytes, _Entry] = {}
         self._special: frozenset[bytes] = frozenset()
+        self._owners: dict[bytes, Port] = {}  # special MACs of our own kernel ports
         self._inject_flood: tuple[Callable[[bytes], None], ...] = ()
         self._zero_hdr = bytes(vnet_hdr)
         self._next_sweep = 0.0
@@ -124,10 +125,13 @@ class Switch:
     def remove_port(self, name: str) -> None:
         port = self.ports.pop(name)
         self._forget(port)
+        # its own MACs stay special (for the hook) but belong to nobody now
+        self._owners = {m: p for m, p in self._owners.items() if p is not port}
         self._recompute()
 
     def set_link(self, name: str, up: bool) -> None:
-        """A down port gets no floods and its learned MACs are flushed (as bridge(4) does)."""
+        """A down port gets no floods and its learned MACs are flushed (as bridge(4) does); the
+        special MACs it owns stay its own (frames for them are dropped, not flooded)."""
         port = self.ports[name]
         if port.link_up == up:
             return
@@ -140,11 +144,17 @@ class Switch:
     def special_macs(self) -> frozenset[bytes]:
         return self._special
 
-    def set_special_macs(self, macs: Iterable[bytes]) -> None:
+    def set_special_macs(
+        self, macs: Iterable[bytes], *, owners: Mapping[bytes, str] | None = None
+    ) -> None:
         """Destination MACs whose frames go to `on_special` (the carp MACs); they take precedence
         over the learned table, and a location learned for them from a non-kernel port is kept
-        for when the hook asks to switch the frame normally."""
-        new = frozenset(bytes(m) for m in macs)
+        for when the hook asks to switch the frame normally. `owners` names the port a special
+        MAC belongs to (a kernel port's own MAC, e.g. the host port's for unicast
+        advertisements): switched normally, such a frame goes there and nowhere else."""
+        owned = {bytes(m): self.ports[name] for m, name in (owners or {}).items()}
+        new = frozenset(bytes(m) for m in macs) | owned.keys()
+        self._owners = owned
         table = self._table
         for mac in self._special - new:
             entry = table.pop(mac, None)
@@ -182,7 +192,11 @@ class Switch:
     # -- the table -----------------------------------------------------------------------------
 
     def lookup(self, mac: bytes) -> str | None:
-        """The port a unicast MAC was learned on (for a special MAC: its learned location)."""
+        """The port a unicast MAC was learned on (for a special MAC: its owner or its learned
+        location)."""
+        owner = self._owners.get(mac)
+        if owner is not None:
+            return owner.name
         entry = self._table.get(mac)
         if entry is None:
             return None
@@ -312,7 +326,11 @@ class Switch:
             switch, emits = self.on_special(now, port.name, eth)
         if switch:
             learned = d[2] if d is not None else None
-            if self.hub or frame[o] & 1 or learned is None:
+            owner = self._owners.get(frame[o : o + 6]) if self._owners else None
+            if owner is not None:
+                if owner is not port and owner.link_up:
+                    owner.outq.append(frame)
+            elif self.hub or frame[o] & 1 or learned is None:
                 for append in port._flood:
                     append(frame)
             elif learned is not port:

@@ -251,6 +251,35 @@ def test_special_mac_learned_on_the_segment_is_used_when_switching_normally() ->
     assert VMAC in sw.special_macs and len(rec.calls) == 3
 
 
+def test_owned_special_mac_goes_to_its_owner_only() -> None:
+    sw, p1, _, host, _ = with_carp()
+    own = bytes.fromhex("02aaaaaaaaaa")
+    rec = Recorder(switch=True)
+    sw.on_special = rec.special
+    sw.forward(1.0, host, [eth(BCAST, own)])  # the host port's own MAC, seen from the kernel
+    sw.set_special_macs([VMAC], owners={own: "host"})
+    assert sw.special_macs == {VMAC, own} and sw.lookup(own) == "host"
+    out(sw)
+    advert = eth(own, A, b"unicast advertisement")
+    sw.forward(2.0, p1, [advert])
+    assert rec.calls == [(2.0, "p1", advert)]
+    assert out(sw) == {"host": [advert]}  # not flooded to p2
+    sw.set_link("host", False)
+    sw.forward(3.0, p1, [advert])
+    assert out(sw) == {}  # the owner is down: dropped, not flooded
+    sw.set_link("host", True)
+    sw.forward(4.0, host, [eth(own, C)])  # from the owner itself: not sent back
+    assert out(sw) == {}
+    sw.remove_port("host")
+    assert sw.lookup(own) is None and own in sw.special_macs
+    sw.forward(5.0, p1, [advert])
+    assert sorted(out(sw)) == ["p2"]  # nobody owns it now: flooded
+    sw.set_special_macs([VMAC])
+    assert sw.special_macs == {VMAC}
+    with pytest.raises(KeyError):
+        sw.set_special_macs([], owners={own: "nope"})
+
+
 def test_multicast_special_mac_is_flooded_and_delivered() -> None:
     sw, p1, _, _, _ = with_carp()
     f = eth(VMAC_IP, A)
