@@ -224,9 +224,17 @@ class Node:
 
     def _on_special(self, switch: str) -> SpecialHook:
         def hook(now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
-            assert self.datapath is not None
+            assert self.datapath is not None and self.host is not None
             self.neigh.snoop(frame)
-            return True, self._run(now, self.datapath.input(now, switch, port, frame))
+            emits = self._run(now, self.datapath.input(now, switch, port, frame))
+            # a frame this node takes for a unicast virtual MAC (modes none, arp) is for it
+            # alone; the multicast MAC of `ip` and the shared MACs of ip-unicast / ip-stealth
+            # also go on to the other nodes on the segment (§6.6)
+            for name, _ in emits:
+                sc = self.host.carpifs.get(name or "")
+                if sc is not None and not sc.balancing.is_ip:
+                    return False, emits
+            return True, emits
 
         return hook
 
@@ -314,14 +322,20 @@ class Node:
         self.datapath.refresh()
         for name in self.config.switch:
             macs = set(self.datapath.carpdev_macs.get(name, frozenset()))
+            owners: dict[bytes, str] = {}
             if any(
                 sc.carpdev == name and not sc.peer_is_multicast for sc in self.host.carpifs.values()
             ):
-                # unicast advertisements and the ARP replies for carppeer come to our own MAC
-                macs.add(self.carpdevs[name].mac)
+                # unicast advertisements and the ARP replies for carppeer come to our own MAC;
+                # switched normally they go to the host port only
+                own = self.carpdevs[name].mac
+                macs.add(own)
+                fwd = self.dataplane.switch(name)
+                if name in fwd.ports and fwd.ports[name].kernel:
+                    owners[own] = name
             fwd = self.dataplane.switch(name)
             if fwd.special_macs != macs:
-                fwd.set_special_macs(macs)
+                fwd.set_special_macs(macs, owners=owners)
 
     # -- timer and links -----------------------------------------------------------------------
 
