@@ -166,7 +166,7 @@ class Node:
         self.apply(now, actions)
 
     def _build_switch(self, name: str, sw: SwitchConfig) -> None:
-        self.dataplane.add_switch(name, hub=sw.mode == "hub", ageing=sw.ageing)
+        self.dataplane.add_switch(name, hub=sw.mode == "hub", ageing=sw.ageing, offload=sw.offload)
         own_mac = parse_mac(sw.host_mac) if sw.host_mac else local_mac()
         ipv4 = next((a.ip for a in sw.host if isinstance(a, IPv4Interface)), None)
         ipv6: IPv6Address | None = None

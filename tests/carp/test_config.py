@@ -673,3 +673,12 @@ def test_unreadable_files(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_config(binary)
     assert info.value.errors == [f"{binary}: not UTF-8 at byte 15 (TOML is UTF-8)"]
+
+
+def test_switch_offload_is_optional_and_boolean() -> None:
+    base = '[node]\nname = "a"\n[switch.lan0]\n'
+    assert loads_config(base).switch["lan0"].offload is None
+    assert loads_config(base + "offload = false\n").switch["lan0"].offload is False
+    with pytest.raises(ConfigError) as info:
+        loads_config(base + 'offload = "maybe"\n')
+    assert any(e.startswith("switch.lan0.offload:") for e in info.value.errors)
