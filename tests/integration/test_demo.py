@@ -29,6 +29,12 @@ MASTER_INTERVAL = 1.0  # gwa: advbase 1, advskew 0: its last advert is up to 1 s
 MARGIN = 1.0  # generous functional bound for a loaded 2-core machine
 
 
+def _default_sigint() -> None:
+    # a shell's background job starts with SIGINT ignored, and Python keeps it so; the demo
+    # must get the Ctrl-C this module sends, as from a terminal
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @contextlib.contextmanager
 def demo_process(*args: str) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
@@ -37,6 +43,7 @@ def demo_process(*args: str) -> Iterator[subprocess.Popen[str]]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
+        preexec_fn=_default_sigint,
     )
     try:
         yield proc
