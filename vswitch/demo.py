@@ -386,7 +386,7 @@ def step_balancing(out: Out, lab: GatewayLab, settings: Settings, report: Report
     for row in chunks(
         [f"{f['src'].split('.')[-1]}->{'+'.join(f['served_by']) or '-'}" for f in flows], 6
     ):
-        out.say("  ".join(f"{cell:<10}" for cell in row))
+        out.say("  ".join(f"{cell:<10}" for cell in row).rstrip())
     as_predicted = len(flows) - len(mismatched) - len(unserved)
     out.say(
         f"{len(flows)} flows (ping from 192.0.2.x to {UPSTREAM}): gwa {per_node['gwa']}, "
