@@ -26,9 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in COMMANDS.items():
         module = importlib.import_module(module_name)
-        sub_parser = sub.add_parser(
-            name, help=module.__doc__.splitlines()[0] if module.__doc__ else None
-        )
+        summary = module.__doc__.splitlines()[0] if module.__doc__ else None
+        sub_parser = sub.add_parser(name, help=summary, description=summary)
         module.configure(sub_parser)
         sub_parser.set_defaults(_run=module.run)
     return parser
