@@ -321,6 +321,7 @@ class Node:
         assert self.datapath is not None and self.host is not None
         self.datapath.refresh()
         for name in self.config.switch:
+            fwd = self.dataplane.switch(name)
             macs = set(self.datapath.carpdev_macs.get(name, frozenset()))
             owners: dict[bytes, str] = {}
             if any(
@@ -330,10 +331,8 @@ class Node:
                 # switched normally they go to the host port only
                 own = self.carpdevs[name].mac
                 macs.add(own)
-                fwd = self.dataplane.switch(name)
                 if name in fwd.ports and fwd.ports[name].kernel:
                     owners[own] = name
-            fwd = self.dataplane.switch(name)
             if fwd.special_macs != macs:
                 fwd.set_special_macs(macs, owners=owners)
 
@@ -377,8 +376,6 @@ class Node:
         if self.host is None:
             return
         now = self.clock()
-        for listener in self.listeners:
-            listener(now, [])
         link = self._link_of(switch)
         if self.switch_link.get(switch) != link:
             self.switch_link[switch] = link
