@@ -327,6 +327,28 @@ def test_ifconfig_status_lines(ops: Ops) -> None:
     assert missing.returncode == 1 and "carp7: no such carp interface" in missing.stderr
 
 
+def test_ifconfig_address_and_pass(ops: Ops) -> None:
+    ea, eb = ops.events["gwa"], ops.events["gwb"]
+    client = ops.lab.clients[0]
+    # a new address (§4.9: INIT, then the election again) answers once gwa is MASTER again
+    for gw in (ops.a, ops.b):
+        shown = ok("ifconfig", "-s", gw.socket_path, "carp0", "alias", "192.0.2.2/24")
+        assert "\tinet 192.0.2.2 netmask 0xffffff00 broadcast 192.0.2.255" in shown
+    ops.wait(ops.steady)
+    assert ops.lab.lab.ping(client, "192.0.2.2", deadline=SETTLE)
+    # another pass on gwa only: its adverts fail the peer's HMAC check, and gwb takes over
+    ma, mb = ea.mark(), eb.mark()
+    failed = ops.status(ops.b)["carpstats"]["badauth"]
+    ok("ifconfig", "-s", ops.a.socket_path, "carp0", "pass", "other")
+    eb.wait(state("carp0", "MASTER", "master-down timer"), mb)
+    assert ops.status(ops.b)["carpstats"]["badauth"] > failed
+    assert ea.states(ma) == []  # a new key keeps the state (SIOCSVH)
+    # the same pass again: the split brain heals by the ordinary rules
+    ok("ifconfig", "-s", ops.a.socket_path, "carp0", "pass", "secret")
+    eb.wait(state("carp0", "BACKUP", "preempted by a peer"), mb)
+    assert ea.states(ma) == []
+
+
 def test_advskew_on_the_master_lets_the_peer_preempt(ops: Ops) -> None:
     ea, eb = ops.events["gwa"], ops.events["gwb"]
     ma, mb = ea.mark(), eb.mark()
