@@ -3,10 +3,11 @@ and metrics, each through the `vswitch` command line against the gateway lab.
 
 One lab serves the module: the usual pair (gwa advskew 0, gwb advskew 100, preempt on, carp0 on
 the LAN with vhid 1, carp1 on the WAN with vhid 2, advbase 1), both with a metrics endpoint in
-their own namespace, gwa with a hook that appends every transition to a file and log 6, gwb with
-log 2. A `vswitch events` reader per node runs for the whole module. Every test starts from the
-steady state (gwa MASTER of both, gwb BACKUP of both, configs, sysctls and demotion as built)
-and checks what its commands did through the event streams, status and logs.
+their own namespace; gwa has log 6 and a hook that appends every transition to a file, gwb has
+log 2 and a hook that always outlives its timeout. A `vswitch events` reader per node runs for
+the whole module. Every test starts from the steady state (gwa MASTER of both, gwb BACKUP of
+both, configs, sysctls and demotion as built) and checks what its commands did through the
+event streams, status and logs.
 """
 
 import json
@@ -15,6 +16,7 @@ import pty
 import re
 import select
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -172,6 +174,8 @@ def module_ops(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ops]:
     a.log, b.log = LOG_A, LOG_B
     a.metrics = b.metrics = METRICS
     a.hooks = [{"command": ["/bin/sh", "-c", line], "timeout": 10}]
+    # a hook that outlives its timeout on every MASTER transition of gwb: killed and counted
+    b.hooks = [{"command": ["sleep", "60"], "timeout": 1, "on": ["master"]}]
     with GatewayLab([a, b], clients=1, upstream=False) as lab:
         gwa, gwb = lab.gateways
         configs = {gw.name: Path(gw.config_path).read_text() for gw in lab.gateways}
@@ -201,6 +205,7 @@ def ops(module_ops: Ops) -> Ops:
 
 def test_status_json(ops: Ops) -> None:
     # -c: the CLI finds the socket through the node's config
+    assert stat.S_IMODE(os.stat(ops.a.socket_path).st_mode) == 0o600
     a = json.loads(ok("status", "--json", "-c", ops.a.config_path))
     b = json.loads(ok("status", "--json", "-s", ops.b.socket_path))
     assert (a["node"], b["node"]) == ("gwa", "gwb")
@@ -347,6 +352,41 @@ def test_ifconfig_address_and_pass(ops: Ops) -> None:
     ok("ifconfig", "-s", ops.a.socket_path, "carp0", "pass", "secret")
     eb.wait(state("carp0", "BACKUP", "preempted by a peer"), mb)
     assert ea.states(ma) == []
+
+
+def test_ifconfig_carppeer_and_advbase(ops: Ops) -> None:
+    # unicast advertisements (§1.3): each node names the other as its carppeer
+    for gw, peer in ((ops.b, "192.0.2.11"), (ops.a, "192.0.2.12")):
+        shown = ok("ifconfig", "-s", gw.socket_path, "carp0", "carppeer", peer)
+        assert f"advskew {100 if gw is ops.b else 0} carppeer {peer}" in shown
+    ops.wait(ops.steady)
+    link = ops.lab.lab.run(ops.b.netns, ["ip", "-j", "link", "show", "lan0"]).stdout
+    host_mac = bytes.fromhex(json.loads(link)[0]["address"].replace(":", ""))
+    sniffer = ops.lab.sniff([f"lan{ops.b.index}"])  # the bridge port towards gwb
+    try:
+
+        def unicast_advert() -> bool:
+            return any(
+                not seen.inbound
+                and seen.frame[:6] == host_mac  # to gwb's own MAC, resolved by gwa
+                and seen.frame[12:14] == b"\x08\x00"
+                and seen.frame[23] == 112  # CARP
+                and seen.frame[30:34] == bytes([192, 0, 2, 12])
+                for seen in sniffer.frames()
+            )
+
+        ops.wait(unicast_advert)
+    finally:
+        sniffer.close()
+    heard = {p["source"]: p for p in ops.carpnode(ops.b, "carp0")["peers"]}
+    assert heard["192.0.2.11"]["age"] < 3
+    # advbase: a BACKUP keeps its state, status shows the new value
+    eb = ops.events["gwb"]
+    mb = eb.mark()
+    ok("ifconfig", "-s", ops.b.socket_path, "carp0", "advbase", "2")
+    status = ops.status(ops.b)["carp"][0]
+    assert (status["advbase"], status["carpnodes"][0]["state"]) == (2, "BACKUP")
+    assert eb.states(mb) == []
 
 
 def test_advskew_on_the_master_lets_the_peer_preempt(ops: Ops) -> None:
@@ -631,6 +671,9 @@ def test_hook_sees_every_transition_in_order(ops: Ops) -> None:
         (hooked[0][0], "carp0", "BACKUP", "start"),
         (hooked[1][0], "carp1", "BACKUP", "start"),
     ]
+    # gwb became MASTER of both meanwhile; its slow hook neither held that up nor survived
+    ops.wait(lambda: ops.status(ops.b)["hooks"]["timeouts"] >= 2)
+    assert ops.status(ops.b)["hooks"]["runs"] >= 2
 
 
 def test_log_threshold(ops: Ops) -> None:
