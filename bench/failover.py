@@ -29,7 +29,6 @@ errors and Ctrl-C.
 
 import argparse
 import contextlib
-import json
 import os
 import platform
 import random
@@ -42,6 +41,8 @@ import time
 from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from typing import Any
+
+from report import write_report
 
 from carp.l2 import gratuitous_arp
 from carp.timing import interval_us, master_down_us, seconds
@@ -477,12 +478,7 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()},
     }
-    os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, f"failover-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    print(f"written {out}", file=sys.stderr)
+    write_report(args.out, "failover", report)
     return 0
 
 

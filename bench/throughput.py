@@ -32,6 +32,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from report import write_report
+
 from vswitch.lab import Lab
 
 IP_A, IP_B = "192.0.2.1", "192.0.2.2"
@@ -391,12 +393,7 @@ def main(argv: list[str] | None = None) -> int:
             if base
         },
     }
-    os.makedirs(args.out, exist_ok=True)
-    out = os.path.join(args.out, f"throughput-{time.strftime('%Y%m%d-%H%M%S')}.json")
-    with open(out, "w") as f:
-        json.dump(report, f, indent=2)
-        f.write("\n")
-    print(f"written {out}", file=sys.stderr)
+    write_report(args.out, "throughput", report)
     return 0
 
 
