@@ -7,32 +7,17 @@ import shutil
 import socket
 import stat
 import tempfile
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
 import pytest
-import uvloop
 
 from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import FakeNode
+from tests.vswitch.loops import Run
 from vswitch.control import LINE_LIMIT, ControlServer, ControlSocketError, Dispatcher, bind_unix
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-Run = Callable[[Coroutine[Any, Any, None]], None]
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Run:
-    def runner(coro: Coroutine[Any, Any, None]) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as r:
-            r.run(asyncio.wait_for(coro, 60))
-
-    return runner
 
 
 @pytest.fixture

@@ -5,33 +5,17 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
 
 import pytest
-import uvloop
 
 from carp.actions import CarrierChanged, Reason, StateChanged
 from carp.constants import State
+from tests.vswitch.loops import Run
 from vswitch.events import EventBus
 from vswitch.hooks import ALL_STATES, HookRunner, HookSpec, hook_environment
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-Run = Callable[[Coroutine[Any, Any, None]], None]
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Run:
-    def runner(coro: Coroutine[Any, Any, None]) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as r:
-            r.run(asyncio.wait_for(coro, 60))
-
-    return runner
 
 
 def sh(script: str, timeout: float = 10.0, on: frozenset[str] = ALL_STATES) -> HookSpec:

@@ -7,7 +7,6 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 import pytest
-import uvloop
 
 from carp.actions import Reason
 from carp.constants import State
@@ -171,20 +170,6 @@ def test_parse_listen() -> None:
 
 
 # ---- the HTTP endpoint ----
-
-LOOPS: dict[str, Callable[[], asyncio.AbstractEventLoop]] = {
-    "asyncio": asyncio.new_event_loop,
-    "uvloop": uvloop.new_event_loop,
-}
-
-
-@pytest.fixture(params=sorted(LOOPS))
-def run(request: pytest.FixtureRequest) -> Callable[[Coroutine[Any, Any, None]], None]:
-    def runner(coro: Coroutine[Any, Any, None]) -> None:
-        with asyncio.Runner(loop_factory=LOOPS[request.param]) as r:
-            r.run(asyncio.wait_for(coro, 60))
-
-    return runner
 
 
 async def http(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
