@@ -30,7 +30,6 @@ errors and Ctrl-C.
 import argparse
 import contextlib
 import os
-import platform
 import random
 import shutil
 import socket
@@ -42,7 +41,7 @@ from dataclasses import asdict, dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from report import write_report
+from report import host_info, write_report
 
 from carp.l2 import gratuitous_arp
 from carp.timing import interval_us, master_down_us, seconds
@@ -464,13 +463,7 @@ def main(argv: list[str] | None = None) -> int:
     print(table(summary))
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
+        "host": host_info(load_before),
         "seed": seed,
         "runs_per_scenario": args.runs,
         "probe_interval_s": args.interval,

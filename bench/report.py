@@ -2,9 +2,21 @@
 
 import json
 import os
+import platform
 import sys
 import time
 from typing import Any
+
+
+def host_info(load_before: tuple[float, float, float]) -> dict[str, Any]:
+    """The machine a run was made on; the load average says how shared it was (1, 5, 15 min)."""
+    return {
+        "kernel": platform.release(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "loadavg_before": load_before,
+        "loadavg_after": os.getloadavg(),
+    }
 
 
 def write_report(directory: str, name: str, report: dict[str, Any]) -> str:

@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import re
 import signal
 import socket
@@ -32,7 +31,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from report import write_report
+from report import host_info, write_report
 
 from vswitch.lab import Lab
 
@@ -374,14 +373,7 @@ def main(argv: list[str] | None = None) -> int:
     base = results.get("bridge", {})
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "host": {
-            "kernel": platform.release(),
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
-            # the machine is shared: other load skews every path (loadavg 1, 5, 15 min)
-            "loadavg_before": load_before,
-            "loadavg_after": os.getloadavg(),
-        },
+        "host": host_info(load_before),
         "duration_s": args.duration,
         "repeat": args.repeat,
         "results": results,
