@@ -1,10 +1,11 @@
 """The running node as the control socket, the CLI and the metrics see it (NodeControl)."""
 
 from collections.abc import Callable
-from typing import Any
 
+from carp.carpif import CarpInterface
 from carp.config import ConfigError, NodeConfig
 from carp.constants import State
+from carp.host import CarpHost
 from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
 from vswitch.ifconfig_cmd import IfconfigChange
@@ -35,7 +36,7 @@ class NodeController:
         self._load = reload
 
     @property
-    def _host(self) -> Any:
+    def _host(self) -> CarpHost:
         assert self.node.host is not None
         return self.node.host
 
@@ -100,7 +101,7 @@ class NodeController:
             out.append({"name": name, "mode": sw["mode"], "mac_table": sw["macs"], "ports": ports})
         return out
 
-    def _carpif(self, sc: Any, now: float) -> CarpIfStatus:
+    def _carpif(self, sc: CarpInterface, now: float) -> CarpIfStatus:
         host = self._host
         nodes: list[CarpNodeStatus] = []
         for vhe in sc.vhes:
