@@ -3,7 +3,7 @@
 
     .venv/bin/python bench/failover.py [--runs 7] [--scenarios ...] [--seed N]   (root)
 
-One lab (vswitch/gwlab.py: a LAN bridge, a client, two vswitch gateway namespaces) gets two
+One lab (vswitch/lab/gateway.py: a LAN bridge, a client, two vswitch gateway namespaces) gets two
 more namespaces for a pair of ucarp 1.5.2 nodes (Debian) on the same bridge. Every pair serves
 the same VIP 192.0.2.1 with vhid 1 and the same pass, master advskew lower than backup's, preempt
 on; the pairs take turns. A run: the master is steady, the client pings the VIP every
@@ -46,8 +46,8 @@ from report import host_info, write_report
 from carp.l2 import gratuitous_arp
 from carp.timing import interval_us, master_down_us, seconds
 from vswitch import netlink
-from vswitch.gwlab import LAN_VIP, GatewayLab, GatewaySpec
-from vswitch.probe import EventWatch, PingProbe, largest_gap
+from vswitch.lab.gateway import LAN_VIP, GatewayLab, GatewaySpec
+from vswitch.lab.probe import EventWatch, PingProbe, largest_gap
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PASSWORD = "secret"

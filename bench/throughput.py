@@ -33,7 +33,7 @@ from typing import Any
 
 from report import host_info, write_report
 
-from vswitch.lab import Lab
+from vswitch.lab.netns import Lab
 
 IP_A, IP_B = "192.0.2.1", "192.0.2.2"
 PATHS = ("bridge", "vswitch-offload", "vswitch-plain", "vde", "vswitch-mq2")

@@ -1,4 +1,4 @@
-"""Scalar types of the node configuration (design.md §4), each with the message it fails with.
+"""Scalar types of CARP's configuration (design.md §4), each with the message it fails with.
 
 Validators raise `problem(message, fix)`, rendered as `path: message (fix)`; a validator finding
 several faults raises `problems([(relative path, message), ...])`. Numbers may come as strings
@@ -6,7 +6,6 @@ because ifconfig words are strings (carp/ifconfig.py); TOML gives them typed.
 """
 
 import re
-import shlex
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address, IPv4Interface, IPv6Interface, ip_address, ip_interface
 from typing import Annotated, Any, Literal
@@ -16,14 +15,9 @@ from pydantic_core import PydanticCustomError
 
 from carp.ifconfig import Loc, split_carpnodes
 
-DEFAULT_METRICS = "127.0.0.1:9812"
 IFNAMSIZ = 16  # Linux and OpenBSD: names are at most 15 bytes plus the NUL
-SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes including the NUL
-StateLabel = Literal["init", "backup", "master"]
-STATES: tuple[StateLabel, ...] = ("init", "backup", "master")
 
 _IFNAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
-_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _MAC = re.compile(r"^[0-9a-fA-F]{2}([:-][0-9a-fA-F]{2}){5}$")
 
 
@@ -91,12 +85,6 @@ def _whole(value: Any) -> int:
     return value
 
 
-def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise problem(f"{value!r} is not a positive number of seconds")
-    return float(value)
-
-
 def _flag(value: Any) -> bool:
     """true/false, or 1/0 as the sysctl would be written."""
     if isinstance(value, bool):
@@ -106,7 +94,7 @@ def _flag(value: Any) -> bool:
     raise problem(f"{value!r} is not true or false")
 
 
-def _choice(*options: str, fold: bool = False) -> BeforeValidator:
+def choice(*options: str, fold: bool = False) -> BeforeValidator:
     def check(value: Any) -> str:
         text = value.lower() if fold and isinstance(value, str) else value
         if text not in options:
@@ -129,31 +117,6 @@ def _group(value: Any) -> str:
     text = _ifname(value)
     if text[-1].isdigit():  # ifconfig setifgroup: a name ending in a digit is an interface
         raise problem(f"group names may not end in a digit ({text!r})", "e.g. 'uplink'")
-    return text
-
-
-def _node_name(value: Any) -> str:
-    text = string(value)
-    if not _NAME.match(text):
-        raise problem(
-            f"{text!r} is not a valid node name", "up to 64 letters, digits, '_', '.' or '-'"
-        )
-    return text
-
-
-def _netns(value: Any) -> str:
-    text = string(value)
-    if not _NAME.match(text):
-        raise problem(f"{text!r} is not a valid network namespace name", "letters, digits, _.-")
-    return text
-
-
-def _socket_path(value: Any) -> str:
-    text = string(value)
-    if not text or len(text.encode()) > SUN_PATH_MAX:
-        raise problem(
-            f"{text!r} is not a usable socket path", f"1 to {SUN_PATH_MAX} bytes (sun_path)"
-        )
     return text
 
 
@@ -201,25 +164,6 @@ def _carppeer(value: Any) -> IPv4Address | None:
     return None if address == IPv4Address(0) else address  # 0 means the group (§9.1)
 
 
-def _metrics(value: Any) -> str | None:
-    """IP:port to listen on for Prometheus; false or "" disables the endpoint."""
-    if value is False or value == "":
-        return None
-    text = string(value)
-    match = re.fullmatch(r"(?:\[([0-9a-fA-F:.]+)\]|([0-9.]+)):(\d{1,5})", text)
-    try:
-        valid = match is not None and int(match.group(3)) <= 65535
-        ip_address((match.group(1) or match.group(2)) if match else "")
-    except ValueError:
-        valid = False
-    if not valid:
-        raise problem(
-            f"{text!r} is not an IP:port to listen on",
-            f'e.g. "{DEFAULT_METRICS}" or "[::1]:9812"; false disables metrics',
-        )
-    return text
-
-
 def carpnodes_input(value: Any) -> Any:
     """ "1:0,2:100" or ["1:0", "2:100"] become the list-of-tables form; tables pass through."""
     if isinstance(value, str):
@@ -246,46 +190,18 @@ def _carpnode_item(item: Any) -> Any:
     return entries[0]
 
 
-def _argv(value: Any) -> Any:
-    """A string is split like a shell would (no shell runs); a list is the argv."""
-    if isinstance(value, str):
-        try:
-            value = shlex.split(value)
-        except ValueError as exc:
-            raise problem(f"cannot split {value!r}: {exc}", "or give a list of arguments") from None
-    if isinstance(value, list) and (not value or value[0] == ""):
-        raise problem("an empty command", 'e.g. command = ["/usr/local/bin/notify", "--all"]')
-    return value
-
-
-def _states(value: Any) -> Any:
-    if value == "any":
-        return list(STATES)
-    return [value] if isinstance(value, str) else value
-
-
 Vhid = Annotated[int, BeforeValidator(_ranged(1, 255))]
 Advskew = Annotated[int, BeforeValidator(_ranged(0, 254))]
 Advbase = Annotated[int, BeforeValidator(_ranged(0, 254))]
 Whole = Annotated[int, BeforeValidator(_whole)]
-Seconds = Annotated[float, BeforeValidator(_seconds)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
 IfName = Annotated[str, BeforeValidator(_ifname)]
 GroupName = Annotated[str, BeforeValidator(_group)]
-NodeName = Annotated[str, BeforeValidator(_node_name)]
-Netns = Annotated[str, BeforeValidator(_netns)]
-SocketPath = Annotated[str, BeforeValidator(_socket_path)]
 Mac = Annotated[str, BeforeValidator(_mac)]
 IfAddress = Annotated[IPv4Interface | IPv6Interface, BeforeValidator(_ifaddress)]
 Carppeer = Annotated[IPv4Address | None, BeforeValidator(_carppeer)]
-Metrics = Annotated[str | None, BeforeValidator(_metrics)]
-Argv = Annotated[list[str], BeforeValidator(_argv)]
-States = Annotated[list[Annotated[StateLabel, _choice(*STATES)]], BeforeValidator(_states)]
-LogTarget = Annotated[Literal["stderr", "syslog"], _choice("stderr", "syslog")]
-SwitchMode = Annotated[Literal["learning", "hub"], _choice("learning", "hub")]
-PortType = Annotated[Literal["tap", "raw"], _choice("tap", "raw")]
-AdminState = Annotated[Literal["up", "down"], _choice("up", "down")]
+AdminState = Annotated[Literal["up", "down"], choice("up", "down")]
 BalancingLabel = Annotated[
     Literal["none", "arp", "ip", "ip-unicast", "ip-stealth"],
-    _choice("none", "arp", "ip", "ip-unicast", "ip-stealth", fold=True),  # ifconfig folds case
+    choice("none", "arp", "ip", "ip-unicast", "ip-stealth", fold=True),  # ifconfig folds case
 ]

@@ -2,8 +2,8 @@
 happen, who answers which flow, and a main() that always tears the lab down.
 
 Each example directory holds gwa.toml and gwb.toml, written for the gateway lab of
-vswitch/gwlab.py: node N (gwa = 1, gwb = 2) has raw ports on the veths "lan" and "wan", and host
-addresses 192.0.2.1N/24 and 198.51.100.1N/24. The files are used as they are, except that
+vswitch/lab/gateway.py: node N (gwa = 1, gwb = 2) has raw ports on the veths "lan" and "wan", and
+host addresses 192.0.2.1N/24 and 198.51.100.1N/24. The files are used as they are, except that
 `[node] control` moves into the lab's own directory so that runs never share a socket.
 """
 
@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's vswitch, also without run.sh
 
-from vswitch.gwlab import LAN_VIP, GatewayLab, GatewaySpec  # noqa: E402
+from vswitch.lab.gateway import LAN_VIP, GatewayLab, GatewaySpec  # noqa: E402
 
 NODES = ("gwa", "gwb")
 RESPONDER_PORT = 7000

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from carp.config import ConfigError
-from vswitch.configfile import load_config
+from carp.configerrors import ConfigError
+from vswitch.config import load_config
 
 EXIT_INVALID = 2
 _BARE_KEY = re.compile(r"^[A-Za-z0-9_-]+$")

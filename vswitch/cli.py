@@ -9,12 +9,12 @@ COMMANDS: dict[str, str] = {
     "run": "vswitch.run",
     "check": "vswitch.check",
     "decode": "vswitch.decode",
-    "demo": "vswitch.demo",
-    "status": "vswitch.client_status",
-    "ifconfig": "vswitch.client_ifconfig",
-    "sysctl": "vswitch.client_sysctl",
-    "events": "vswitch.client_events",
-    "reload": "vswitch.client_reload",
+    "demo": "vswitch.lab.demo",
+    "status": "vswitch.ctl.status",
+    "ifconfig": "vswitch.ctl.ifconfig",
+    "sysctl": "vswitch.ctl.sysctl",
+    "events": "vswitch.ctl.events",
+    "reload": "vswitch.ctl.reload",
 }
 
 

@@ -38,11 +38,11 @@ from carp.actions import (
     TxKind,
 )
 from carp.carpif import keeps_state
-from carp.config import NodeConfig, PortConfig, SwitchConfig
 from carp.datapath import DataPath
 from carp.host import CarpHost
 from carp.params import CarpDev, CarpIfParams
 from vswitch import netlink
+from vswitch.config import NodeConfig, PortConfig, SwitchConfig
 from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit, SpecialHook
 from vswitch.ifconfig_cmd import IfconfigChange, apply_params

@@ -3,9 +3,9 @@
 from collections.abc import Callable
 
 from carp.carpif import CarpInterface
-from carp.config import ConfigError, NodeConfig
 from carp.constants import State
 from carp.host import CarpHost
+from vswitch.config import ConfigError, NodeConfig
 from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
 from vswitch.ifconfig_cmd import IfconfigChange

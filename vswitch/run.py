@@ -8,8 +8,7 @@ import sys
 
 import uvloop
 
-from carp.config import ConfigError, NodeConfig
-from vswitch.configfile import load_config
+from vswitch.config import ConfigError, NodeConfig, load_config
 from vswitch.control import ControlServer, ControlSocketError
 from vswitch.events import EventBus, states_from_status
 from vswitch.hooks import HookRunner, HookSpec

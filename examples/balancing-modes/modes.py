@@ -33,7 +33,7 @@ from exlab import (
     wait_states,
 )
 
-from vswitch.gwlab import GatewayLab
+from vswitch.lab.gateway import GatewayLab
 
 HERE = Path(__file__).resolve().parent
 MODES = ("ip", "ip-unicast", "ip-stealth")

@@ -23,7 +23,7 @@ from exlab import (
     wait_states,
 )
 
-from vswitch.gwlab import UPSTREAM, GatewayLab
+from vswitch.lab.gateway import UPSTREAM, GatewayLab
 
 HERE = Path(__file__).resolve().parent
 BOTH = (("carp0", 1), ("carp1", 2))

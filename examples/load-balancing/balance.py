@@ -28,7 +28,7 @@ from exlab import (
     wait_states,
 )
 
-from vswitch.gwlab import LAN_VIP, GatewayLab
+from vswitch.lab.gateway import LAN_VIP, GatewayLab
 
 HERE = Path(__file__).resolve().parent
 SPLIT = {

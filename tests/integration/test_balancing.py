@@ -17,7 +17,7 @@ import pytest
 
 from carp.auth import carp_key, inner_words
 from carp.balance import arp_hash
-from vswitch.gwlab import (
+from vswitch.lab.gateway import (
     LAN_VIP,
     LAN_VIP6,
     UPSTREAM,

@@ -21,7 +21,7 @@ import uvloop
 
 from vswitch import netlink
 from vswitch.dataplane import DataPlane
-from vswitch.lab import Lab
+from vswitch.lab.netns import Lab
 
 pytestmark = pytest.mark.netns
 

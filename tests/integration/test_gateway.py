@@ -20,8 +20,16 @@ import pytest
 
 from carp.actions import Reason
 from carp.l2 import parse_arp
-from vswitch.gwlab import LAN_VIP, LAN_VIP6, UPSTREAM, WAN_VIP, Gateway, GatewayLab, pair_specs
-from vswitch.probe import PingProbe, largest_gap
+from vswitch.lab.gateway import (
+    LAN_VIP,
+    LAN_VIP6,
+    UPSTREAM,
+    WAN_VIP,
+    Gateway,
+    GatewayLab,
+    pair_specs,
+)
+from vswitch.lab.probe import PingProbe, largest_gap
 
 pytestmark = pytest.mark.netns
 

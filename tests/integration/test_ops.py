@@ -29,7 +29,7 @@ from typing import Any
 import pytest
 
 from carp.wire import CarpHeader
-from vswitch.gwlab import Gateway, GatewayLab, pair_specs
+from vswitch.lab.gateway import Gateway, GatewayLab, pair_specs
 
 pytestmark = pytest.mark.netns
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from carp.actions import Reason
-from vswitch.gwlab import LAN_VIP, Gateway, GatewayLab, GatewaySpec, UcarpNode
+from vswitch.lab.gateway import LAN_VIP, Gateway, GatewayLab, GatewaySpec, UcarpNode
 
 pytestmark = pytest.mark.netns
 

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from carp.config import parse_config
 from vswitch.check import to_toml
 from vswitch.cli import main
-from vswitch.configfile import load_config
+from vswitch.config import load_config, parse_config
 
 DATA = Path(__file__).parent.parent / "data"
 ROOT = Path(__file__).parent.parent.parent

@@ -17,8 +17,8 @@ from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import NodeThread
 from vswitch.cli import main
-from vswitch.client import NodeUnavailable, find_socket
-from vswitch.client_status import CLEAR, duration, watch
+from vswitch.ctl.client import NodeUnavailable, find_socket
+from vswitch.ctl.status import CLEAR, duration, watch
 
 
 @pytest.fixture

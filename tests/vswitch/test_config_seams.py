@@ -1,11 +1,11 @@
-"""The operations modules against the real configuration (carp/config.py): hooks, defaults,
+"""The operations modules against the real configuration (vswitch/config.py): hooks, defaults,
 and a reload refused with ConfigError."""
 
-from carp.config import CONTROL_DIR, ConfigError, loads_config
-from carp.configtypes import DEFAULT_METRICS
 from tests.vswitch.fakenode import FakeNode
-from vswitch.client import RUN_DIR
+from vswitch.config import CONTROL_DIR, ConfigError, loads_config
+from vswitch.configtypes import DEFAULT_METRICS
 from vswitch.control import Dispatcher
+from vswitch.ctl.client import RUN_DIR
 from vswitch.hooks import ALL_STATES, HookSpec
 from vswitch.metrics import DEFAULT_LISTEN, parse_listen
 

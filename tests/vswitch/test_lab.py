@@ -11,7 +11,7 @@ import time
 import pytest
 
 from vswitch import netlink
-from vswitch.lab import Lab, LabError, netns_exists
+from vswitch.lab.netns import Lab, LabError, netns_exists
 
 pytestmark = pytest.mark.netns
 
@@ -112,7 +112,7 @@ def test_stop_kills_by_pid() -> None:
 SCRIPT = textwrap.dedent(
     """
     import signal, sys
-    from vswitch.lab import Lab
+    from vswitch.lab.netns import Lab
     lab = Lab(sys.argv[1])
     ns = lab.netns("t")
     lab.veth(lab.name("t0"), "t1", b_netns=ns)

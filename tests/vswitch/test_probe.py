@@ -1,7 +1,7 @@
-"""The failover probes' parsing and gap finding (vswitch/probe.py) and the demo's preflight."""
+"""The failover probes' parsing and gap finding (vswitch/lab/probe.py) and the demo's preflight."""
 
-from vswitch.demo import preflight
-from vswitch.probe import Reply, largest_gap, parse_ping, ping_summary
+from vswitch.lab.demo import preflight
+from vswitch.lab.probe import Reply, largest_gap, parse_ping, ping_summary
 
 PING_OUTPUT = """\
 PING 192.0.2.1 (192.0.2.1) 56(84) bytes of data.

@@ -2,7 +2,7 @@
 
 import argparse
 
-from vswitch.client import CommandFailed, ControlClient, add_socket_options, run_client
+from vswitch.ctl.client import CommandFailed, ControlClient, add_socket_options, run_client
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

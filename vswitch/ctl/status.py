@@ -7,7 +7,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, TextIO
 
-from vswitch.client import ControlClient, add_socket_options, run_client
+from vswitch.ctl.client import ControlClient, add_socket_options, run_client
 from vswitch.status import NodeStatus, interface_status
 
 CLEAR = "\x1b[H\x1b[2J"  # cursor home, erase screen

@@ -22,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vswitch.lab import Lab
+from vswitch.lab.netns import Lab
 
 # iputils with -D: "[1712345678.123456] 64 bytes from 192.0.2.1: icmp_seq=12 ttl=64 time=0.1 ms"
 _REPLY = re.compile(r"^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) ")

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from vswitch import netlink
-from vswitch.lab import Lab
+from vswitch.lab.netns import Lab
 
 LAN_VIP = "192.0.2.1"
 LAN_VIP6 = "2001:db8::1"

@@ -6,16 +6,16 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from carp.config import (
-    DEFAULT_METRICS,
+from carp.constants import Balancing
+from carp.params import CarpIfParams, CarpNodeParams, Sysctls
+from vswitch.config import (
     ConfigError,
     NodeConfig,
+    load_config,
     loads_config,
     parse_config,
 )
-from carp.constants import Balancing
-from carp.params import CarpIfParams, CarpNodeParams, Sysctls
-from vswitch.configfile import load_config
+from vswitch.configtypes import DEFAULT_METRICS
 
 DATA = Path(__file__).parent.parent / "data"
 

@@ -4,7 +4,7 @@ import argparse
 import json
 import sys
 
-from vswitch.client import ControlClient, add_socket_options, run_client
+from vswitch.ctl.client import ControlClient, add_socket_options, run_client
 
 
 def configure(parser: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """Build a gateway lab in network namespaces and show failover, preemption and balancing.
 
 `vswitch demo [--quick] [--json FILE]` (root; `./dev.sh demo` on a fresh machine) builds the
-lab of vswitch/gwlab.py (clients, a LAN and a WAN segment, an upstream server, two gateway
+lab of vswitch/lab/gateway.py (clients, a LAN and a WAN segment, an upstream server, two gateway
 nodes), shows the election, pings and TCP flows through the virtual address, kills the master
 (`kill -9`) and measures the failover as the client sees it and as the backup's events say,
 brings the master back (preemption), reloads both nodes with `carpnodes 1:0,2:100` /
@@ -27,8 +27,16 @@ from typing import Any
 
 from carp.balance import ip_fold
 from carp.timing import master_down_us, seconds
-from vswitch.gwlab import LAN_VIP, LAN_VIP6, UPSTREAM, Gateway, GatewayLab, client_ip, pair_specs
-from vswitch.probe import EventWatch, PingProbe, largest_gap, ping_summary
+from vswitch.lab.gateway import (
+    LAN_VIP,
+    LAN_VIP6,
+    UPSTREAM,
+    Gateway,
+    GatewayLab,
+    client_ip,
+    pair_specs,
+)
+from vswitch.lab.probe import EventWatch, PingProbe, largest_gap, ping_summary
 
 TOOLS = {"ip": "iproute2", "ping": "iputils-ping"}
 ADVBASE = 1

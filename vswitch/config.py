@@ -1,0 +1,301 @@
+"""The node file (design.md §4): TOML validated by pydantic, every error at once.
+
+`load_config(path)`, `loads_config(text)` and `parse_config(data)` give a `NodeConfig` or raise
+`ConfigError` listing every problem as `path: message (fix)`. The carp interfaces and sysctls are
+CARP's own models (carp/config.py); this module adds the node around them: its name, control
+socket, metrics and log, the switches with their ports, and the hooks.
+"""
+
+import re
+import tomllib
+from collections.abc import Iterator, Mapping
+from ipaddress import IPv4Interface, IPv6Interface
+from pathlib import PurePath
+from typing import Any, Self
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from carp import configerrors
+from carp.config import CarpConfig, Model, SysctlSection, expand_ifconfig
+from carp.configerrors import ConfigError
+from carp.configtypes import IfAddress, IfName, Mac, problem, problems, repeats, repeats_at
+from carp.ifconfig import Loc
+from carp.params import CarpIfParams, Sysctls
+from vswitch.configtypes import (
+    DEFAULT_METRICS,
+    STATES,
+    Argv,
+    LogTarget,
+    Metrics,
+    Netns,
+    NodeName,
+    PortType,
+    Seconds,
+    SocketPath,
+    States,
+    SwitchMode,
+)
+
+__all__ = ["ConfigError", "NodeConfig", "load_config", "loads_config", "parse_config"]
+
+CONTROL_DIR = "/run/vswitch"
+
+
+class NodeSection(Model):
+    name: NodeName
+    control: SocketPath | None = None  # default: /run/vswitch/<name>.sock
+    metrics: Metrics = DEFAULT_METRICS  # None: no metrics endpoint
+    log: LogTarget = "stderr"
+
+    @model_validator(mode="after")
+    def _default_control(self) -> Self:
+        if self.control is None:
+            self.control = f"{CONTROL_DIR}/{self.name}.sock"
+        return self
+
+
+class PortConfig(Model):
+    name: IfName
+    type: PortType
+    ifname: IfName | None = None  # raw: the existing interface; tap: kernel name (default name)
+    netns: Netns | None = None
+    mac: Mac | None = None
+
+    @model_validator(mode="after")
+    def _by_type(self) -> Self:
+        found: list[tuple[Loc, str]] = []
+        if self.type == "raw":
+            if self.ifname is None:
+                found.append((("ifname",), "a raw port needs ifname (the interface to attach to)"))
+            if self.netns is not None:
+                found.append(
+                    (("netns",), "netns applies to tap ports (move the interface yourself)")
+                )
+            if self.mac is not None:
+                found.append((("mac",), "mac applies to tap ports (a raw port keeps its own)"))
+        elif self.ifname is None:
+            self.ifname = self.name
+        if found:
+            raise problems(found)
+        return self
+
+
+class SwitchConfig(Model):
+    mode: SwitchMode = "learning"
+    host: list[IfAddress] = Field(default_factory=list)  # the host port's addresses
+    host_mac: Mac | None = None
+    ageing: Seconds = 300.0
+    # virtio-net headers with TSO on every port (tap-io.md: 8-12x TCP); None: where supported
+    offload: bool | None = None
+    ports: list[PortConfig] = Field(default_factory=list)
+
+    @field_validator("host")
+    @classmethod
+    def _distinct_host(cls, value: list[IPv4Interface | IPv6Interface]) -> Any:
+        found = repeats([a.ip for a in value], "address")
+        if found:
+            raise problems(found)
+        return value
+
+    @field_validator("ports")
+    @classmethod
+    def _distinct_ports(cls, value: list[PortConfig]) -> list[PortConfig]:
+        found = repeats_at([port.name for port in value], "name", "port name")
+        if found:
+            raise problems(found)
+        return value
+
+
+class HookConfig(Model):
+    """A command run on state changes (design.md §6); argv, never through a shell."""
+
+    command: Argv
+    timeout: Seconds = 10.0
+    on: States = Field(default_factory=lambda: list(STATES))
+
+
+# --- the node ------------------------------------------------------------------------------------
+
+
+class NodeConfig(Model):
+    node: NodeSection
+    sysctl: SysctlSection = Field(default_factory=SysctlSection)
+    switch: dict[IfName, SwitchConfig] = Field(default_factory=dict)
+    carp: dict[IfName, CarpConfig] = Field(default_factory=dict)
+    hook: list[HookConfig] = Field(default_factory=list)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _expand(cls, data: Any) -> Any:
+        """Direct model_validate of ifconfig sections; parse_config expands them beforehand."""
+        expanded, _, errors = expand_ifconfig(data)
+        if errors:
+            raise problem("; ".join(errors))
+        return expanded
+
+    @model_validator(mode="after")
+    def _across_sections(self) -> Self:
+        found = [
+            *self._derive_carpdevs(),
+            *self._unique_vhids(),
+            *self._unique_addresses(),
+            *self._unique_ifnames(),
+        ]
+        if found:
+            raise problems(found)
+        return self
+
+    def _derive_carpdevs(self) -> Iterator[tuple[Loc, str]]:
+        """design.md §2: carpdev defaults to the switch whose host address shares a subnet."""
+        declared = ", ".join(self.switch) or "none declared"
+        for name, carp in self.carp.items():
+            if carp.carpdev is not None:
+                if carp.carpdev not in self.switch:
+                    yield (
+                        ("carp", name, "carpdev"),
+                        f"{carp.carpdev!r} is not a declared switch "
+                        f"(declare [switch.{carp.carpdev}] or use one of: {declared})",
+                    )
+                continue
+            found = [
+                sw
+                for sw, config in self.switch.items()
+                if any(_same_subnet(v, h) for v in carp.addresses for h in config.host)
+            ]
+            if len(found) == 1:
+                carp.carpdev = found[0]
+            elif not found:
+                yield (
+                    ("carp", name, "carpdev"),
+                    "missing, and no switch has a host address in the subnet of "
+                    f'{", ".join(str(a) for a in carp.addresses)} (set carpdev = "SWITCH" '
+                    "or give that switch a host address in the subnet; switches: "
+                    f"{declared})",
+                )
+            else:
+                yield (
+                    ("carp", name, "carpdev"),
+                    f"missing, and the addresses share a subnet with switches {', '.join(found)} "
+                    f'(set carpdev = "{found[0]}" or another of them)',
+                )
+
+    def _unique_vhids(self) -> Iterator[tuple[Loc, str]]:
+        """§6.1: the kernel rejects a vhid already used by another carp interface on the parent."""
+        owner: dict[tuple[str, int], str] = {}
+        for name, carp in self.carp.items():
+            for node in carp.nodes:
+                slot = (carp.carpdev or "", node.vhid)
+                if carp.carpdev is not None and slot in owner:
+                    yield (
+                        ("carp", name, "vhid" if len(carp.nodes) == 1 else "carpnodes"),
+                        f"vhid {node.vhid} is already used by {owner[slot]} on switch "
+                        f"{carp.carpdev} (give each carp interface on one carpdev its own vhids)",
+                    )
+                owner.setdefault(slot, name)
+
+    def _unique_addresses(self) -> Iterator[tuple[Loc, str]]:
+        owner: dict[Any, str] = {}
+        for sw, config in self.switch.items():
+            for address in config.host:
+                owner.setdefault(address.ip, f"a host address of switch {sw}")
+        for name, carp in self.carp.items():
+            for n, address in enumerate(carp.addresses):
+                if address.ip in owner:
+                    yield (
+                        ("carp", name, "addresses", n),
+                        f"{address.ip} is already {owner[address.ip]} "
+                        "(virtual addresses must be unique on the node)",
+                    )
+                owner.setdefault(address.ip, f"a virtual address of {name}")
+
+    def _unique_ifnames(self) -> Iterator[tuple[Loc, str]]:
+        """Every kernel interface the node creates or attaches to is used once."""
+        owner: dict[str, str] = {}
+        used: list[tuple[str, Loc]] = [(name, ("carp", name)) for name in self.carp]
+        used += [(sw, ("switch", sw)) for sw, config in self.switch.items() if config.host]
+        for sw, config in self.switch.items():
+            for n, port in enumerate(config.ports):
+                used.append((port.ifname or port.name, ("switch", sw, "ports", n, "ifname")))
+        for ifname, loc in used:
+            if ifname in owner:
+                yield (loc, f"interface name {ifname!r} is already used by {owner[ifname]}")
+            owner.setdefault(ifname, configerrors.path(loc))
+
+    # --- what the core consumes ---
+
+    def carp_params(self) -> list[CarpIfParams]:
+        return [carp.params(name) for name, carp in self.carp.items()]
+
+    def sysctls(self) -> Sysctls:
+        return self.sysctl.sysctls()
+
+    def normalised(self, show_pass: bool = False) -> dict[str, Any]:
+        """The validated config as plain data (TOML/JSON-able), defaults filled in."""
+        data = self.model_dump(mode="json", by_alias=True, exclude_none=True)
+        data["node"]["metrics"] = self.node.metrics or False
+        for config in data["switch"].values():
+            config["ageing"] = _plain_number(config["ageing"])
+        for hook in data["hook"]:
+            hook["timeout"] = _plain_number(hook["timeout"])
+        for name, carp in data["carp"].items():
+            nodes = self.carp[name].nodes
+            carp.pop("carpnodes", None)
+            ordered: dict[str, Any] = {"carpdev": carp.pop("carpdev")}
+            ordered["addresses"] = carp.pop("addresses")
+            if len(nodes) == 1:
+                ordered |= {"vhid": nodes[0].vhid, "advskew": nodes[0].advskew}
+            else:
+                ordered["carpnodes"] = ",".join(f"{n.vhid}:{n.advskew}" for n in nodes)
+            if carp["pass"] and not show_pass:
+                carp["pass"] = "********"
+            data["carp"][name] = ordered | carp
+        return data
+
+
+def _plain_number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else value
+
+
+def _same_subnet(vip: IPv4Interface | IPv6Interface, host: IPv4Interface | IPv6Interface) -> bool:
+    return vip.version == host.version and (vip.ip in host.network or host.ip in vip.network)
+
+
+def parse_config(data: Mapping[str, Any]) -> NodeConfig:
+    """Validate parsed TOML; raise ConfigError with every problem."""
+    expanded, parsed, errors = expand_ifconfig(data)
+    try:
+        config = NodeConfig.model_validate(expanded)
+    except ValidationError as exc:
+        errors += configerrors.rendered(NodeConfig, exc, parsed)
+    if errors:
+        raise ConfigError(errors)
+    return config
+
+
+def loads_config(text: str, source: str = "config") -> NodeConfig:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        message = str(exc)
+        match = re.search(r"\(at line (\d+), column (\d+)\)$", message)
+        if match:
+            where = f"line {match.group(1)}, column {match.group(2)}"
+            message = message[: match.start()].strip()
+        else:
+            where = "end of file" if "end of document" in message else "TOML"
+            message = re.sub(r"\s*\(at end of document\)$", "", message)
+        raise ConfigError([f"{source}: {where}: {message} (fix the TOML syntax)"]) from None
+    return parse_config(data)
+
+
+def load_config(path: str | PurePath) -> NodeConfig:
+    """Read and validate one node's TOML file; ConfigError lists every problem."""
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read()
+        text = raw.decode("utf-8")
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read: {exc.strerror or exc}"]) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError([f"{path}: not UTF-8 at byte {exc.start} (TOML is UTF-8)"]) from None
+    return loads_config(text, str(path))
