@@ -29,10 +29,10 @@ from carp.configtypes import (
     Carppeer,
     Flag,
     GroupName,
-    IfAddress,
     IfName,
     Mac,
     Vhid,
+    VirtualAddress,
     Whole,
     carpnodes_input,
     problem,
@@ -72,7 +72,7 @@ class CarpConfig(Model):
     """One carp interface (carpN); normalised: carpnodes sorted by vhid, vhid/advskew folded in."""
 
     carpdev: IfName | None = None  # None until NodeConfig derives it from the host subnets
-    addresses: list[IfAddress] = Field(default_factory=list, validate_default=True)
+    addresses: list[VirtualAddress] = Field(default_factory=list, validate_default=True)
     vhid: Vhid | None = None
     advskew: Advskew | None = None
     carpnodes: Annotated[list[CarpNode] | None, BeforeValidator(carpnodes_input)] = None

@@ -148,6 +148,27 @@ def _ifaddress(value: Any) -> IPv4Interface | IPv6Interface:
     return address
 
 
+def _virtual_address(value: Any) -> IPv4Interface | IPv6Interface:
+    """A virtual address: an interface address that a host on the segment can be given."""
+    address = _ifaddress(value)
+    ip, net = address.ip, address.network
+    if ip.is_multicast or ip.is_loopback or ip.is_unspecified:
+        kind = "multicast" if ip.is_multicast else "loopback" if ip.is_loopback else "unspecified"
+        raise problem(f"{ip} is a {kind} address", "a virtual address is a unicast host address")
+    if isinstance(address, IPv4Interface) and net.prefixlen < 31:  # RFC 3021: /31 has neither
+        if ip == net.network_address:
+            raise problem(
+                f"{ip} is the network address of {net}",
+                f"use a host address such as {net.network_address + 1}/{net.prefixlen}",
+            )
+        if ip == net.broadcast_address:
+            raise problem(
+                f"{ip} is the broadcast address of {net}",
+                f"use a host address such as {net.broadcast_address - 1}/{net.prefixlen}",
+            )
+    return address
+
+
 def _carppeer(value: Any) -> IPv4Address | None:
     if value is None or isinstance(value, IPv4Address):  # None: ifconfig -carppeer
         return value
@@ -161,7 +182,14 @@ def _carppeer(value: Any) -> IPv4Address | None:
             f"{text} is IPv6; carppeer is IPv4 only",
             "IPv6 advertisements always go to ff02::12; remove carppeer or give an IPv4 peer",
         )
-    return None if address == IPv4Address(0) else address  # 0 means the group (§9.1)
+    if address == IPv4Address(0):
+        return None  # 0 means the group (§9.1)
+    if address.is_multicast or address == IPv4Address("255.255.255.255") or address.is_loopback:
+        raise problem(
+            f"{text} is not a unicast address; carppeer names one peer",
+            "remove carppeer to advertise to 224.0.0.18, or give the peer's unicast address",
+        )
+    return address
 
 
 def carpnodes_input(value: Any) -> Any:
@@ -199,6 +227,7 @@ IfName = Annotated[str, BeforeValidator(_ifname)]
 GroupName = Annotated[str, BeforeValidator(_group)]
 Mac = Annotated[str, BeforeValidator(_mac)]
 IfAddress = Annotated[IPv4Interface | IPv6Interface, BeforeValidator(_ifaddress)]
+VirtualAddress = Annotated[IPv4Interface | IPv6Interface, BeforeValidator(_virtual_address)]
 Carppeer = Annotated[IPv4Address | None, BeforeValidator(_carppeer)]
 AdminState = Annotated[Literal["up", "down"], choice("up", "down")]
 BalancingLabel = Annotated[

@@ -137,6 +137,7 @@ class NodeConfig(Model):
     def _across_sections(self) -> Self:
         found = [
             *self._derive_carpdevs(),
+            *self._reachable(),
             *self._unique_vhids(),
             *self._unique_addresses(),
             *self._unique_ifnames(),
@@ -178,6 +179,43 @@ class NodeConfig(Model):
                     f"missing, and the addresses share a subnet with switches {', '.join(found)} "
                     f'(set carpdev = "{found[0]}" or another of them)',
                 )
+
+    def _reachable(self) -> Iterator[tuple[Loc, str]]:
+        """The node's kernel answers a virtual address only if a host address of the carpdev
+        covers its subnet (its route back to the clients); a carppeer is one unicast host."""
+        for name, carp in self.carp.items():
+            switch = self.switch.get(carp.carpdev or "")
+            if switch is None:
+                continue  # reported by _derive_carpdevs
+            for n, vip in enumerate(carp.addresses):
+                if not any(_same_subnet(vip, host) for host in switch.host):
+                    example = _host_example(vip, carp.addresses)
+                    yield (
+                        ("carp", name, "addresses", n),
+                        f"no host address of switch {carp.carpdev} is in {vip.network}, so the "
+                        f"node has no route back to its clients (add one to [switch."
+                        f'{carp.carpdev}] host, e.g. "{example}")',
+                    )
+            broadcasts = {
+                h.network.broadcast_address: h.network
+                for h in switch.host
+                if h.version == 4 and h.network.prefixlen < 31
+            }
+            if carp.carppeer in broadcasts:
+                yield (
+                    ("carp", name, "carppeer"),
+                    f"{carp.carppeer} is the broadcast address of {broadcasts[carp.carppeer]} "
+                    "(carppeer names one peer; remove it to advertise to 224.0.0.18)",
+                )
+
+    def warnings(self) -> list[str]:
+        """What is valid but probably not meant, as `path: message (fix)`."""
+        return [
+            f"carp.{configerrors.key(name)}.pass: empty, so any host on the segment can take "
+            'over the addresses (set pass = "SECRET" on every node)'
+            for name, carp in self.carp.items()
+            if not carp.passphrase
+        ]
 
     def _unique_vhids(self) -> Iterator[tuple[Loc, str]]:
         """§6.1: the kernel rejects a vhid already used by another carp interface on the parent."""
@@ -256,6 +294,15 @@ def _plain_number(value: float) -> int | float:
     return int(value) if float(value).is_integer() else value
 
 
+def _host_example(
+    vip: IPv4Interface | IPv6Interface, taken: list[IPv4Interface | IPv6Interface]
+) -> str:
+    """A host address in the virtual address's subnet that the carp interface does not use."""
+    used = {a.ip for a in taken}
+    hosts = (h for h in vip.network.hosts() if h not in used)
+    return f"{next(hosts, vip.ip)}/{vip.network.prefixlen}"
+
+
 def _same_subnet(vip: IPv4Interface | IPv6Interface, host: IPv4Interface | IPv6Interface) -> bool:
     return vip.version == host.version and (vip.ip in host.network or host.ip in vip.network)
 
@@ -267,6 +314,8 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
         config = NodeConfig.model_validate(expanded)
     except ValidationError as exc:
         errors += configerrors.rendered(NodeConfig, exc, parsed)
+    except RecursionError:
+        errors.append("config: nested too deeply (fix the structure)")
     if errors:
         raise ConfigError(errors)
     return config
@@ -275,6 +324,8 @@ def parse_config(data: Mapping[str, Any]) -> NodeConfig:
 def loads_config(text: str, source: str = "config") -> NodeConfig:
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError([f"{source}: nested too deeply (fix the TOML structure)"]) from None
     except tomllib.TOMLDecodeError as exc:
         message = str(exc)
         match = re.search(r"\(at line (\d+), column (\d+)\)$", message)

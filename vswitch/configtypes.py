@@ -3,6 +3,7 @@
 Each fails with its own message, rendered as `path: message (fix)` (carp/configerrors.py).
 """
 
+import math
 import re
 import shlex
 from ipaddress import ip_address
@@ -20,8 +21,9 @@ _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 
 
 def _seconds(value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-        raise problem(f"{value!r} is not a positive number of seconds")
+    # `not value > 0` also refuses nan; inf would never expire
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
+        raise problem(f"{value!r} is not a positive number of seconds", "e.g. 10 or 2.5")
     return float(value)
 
 
@@ -43,9 +45,14 @@ def _netns(value: Any) -> str:
 
 def _socket_path(value: Any) -> str:
     text = string(value)
-    if not text or len(text.encode()) > SUN_PATH_MAX:
+    if not text or len(text.encode()) > SUN_PATH_MAX or "\0" in text:
         raise problem(
             f"{text!r} is not a usable socket path", f"1 to {SUN_PATH_MAX} bytes (sun_path)"
+        )
+    if not text.startswith("/"):
+        # the node and its clients may run in different directories
+        raise problem(
+            f"{text!r} is a relative path", f"give an absolute path, e.g. /run/vswitch/{text}"
         )
     return text
 
@@ -78,6 +85,10 @@ def _argv(value: Any) -> Any:
             raise problem(f"cannot split {value!r}: {exc}", "or give a list of arguments") from None
     if isinstance(value, list) and (not value or value[0] == ""):
         raise problem("an empty command", 'e.g. command = ["/usr/local/bin/notify", "--all"]')
+    if isinstance(value, list):
+        bad = [n for n, arg in enumerate(value) if isinstance(arg, str) and "\0" in arg]
+        if bad:  # execve() cannot pass it: the argument would end there
+            raise problem(f"argument {bad[0]} contains a NUL byte", "remove it from the command")
     return value
 
 
