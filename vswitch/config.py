@@ -6,14 +6,16 @@ CARP's own models (carp/config.py); this module adds the node around them: its n
 socket, metrics and log, the switches with their ports, and the hooks.
 """
 
+import difflib
 import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Interface, IPv6Interface
 from pathlib import PurePath
-from typing import Any, Self
+from typing import Annotated, Any, Literal, Self
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
+from pydantic_core import ErrorDetails
 
 from carp import configerrors
 from carp.config import CarpConfig, Model, SysctlSection, expand_ifconfig
@@ -29,7 +31,6 @@ from vswitch.configtypes import (
     Metrics,
     Netns,
     NodeName,
-    PortType,
     Seconds,
     SocketPath,
     States,
@@ -54,30 +55,78 @@ class NodeSection(Model):
         return self
 
 
-class PortConfig(Model):
+class TapPortConfig(Model):
+    """A TAP device the switch creates, optionally moved into a network namespace."""
+
     name: IfName
-    type: PortType
-    ifname: IfName | None = None  # raw: the existing interface; tap: kernel name (default name)
+    type: Literal["tap"]
+    ifname: IfName | None = None  # the kernel's name for it; default: the port name
     netns: Netns | None = None
     mac: Mac | None = None
 
     @model_validator(mode="after")
-    def _by_type(self) -> Self:
-        found: list[tuple[Loc, str]] = []
-        if self.type == "raw":
-            if self.ifname is None:
-                found.append((("ifname",), "a raw port needs ifname (the interface to attach to)"))
-            if self.netns is not None:
-                found.append(
-                    (("netns",), "netns applies to tap ports (move the interface yourself)")
-                )
-            if self.mac is not None:
-                found.append((("mac",), "mac applies to tap ports (a raw port keeps its own)"))
-        elif self.ifname is None:
+    def _default_ifname(self) -> Self:
+        if self.ifname is None:
             self.ifname = self.name
-        if found:
-            raise problems(found)
         return self
+
+
+class RawPortConfig(Model):
+    """An AF_PACKET socket on an interface that exists already (an uplink, a veth)."""
+
+    name: IfName
+    type: Literal["raw"]
+    ifname: Annotated[IfName, Field(description="the interface to attach to")]
+
+
+# One model per port type: a new type is a model here and a device class in the daemon.
+PORT_TYPES: dict[str, type[Model]] = {"tap": TapPortConfig, "raw": RawPortConfig}
+
+
+def _port_input(value: Any) -> Any:
+    """Check the type and the keys against that type's model, so an error names the key."""
+    if not isinstance(value, Mapping):
+        return value  # pydantic says what it expected
+    kind = value.get("type")
+    if kind is None:
+        raise problems([(("type",), f"missing (type = {' or '.join(map(repr, PORT_TYPES))})")])
+    model = PORT_TYPES.get(kind) if isinstance(kind, str) else None
+    if model is None:
+        raise problems([(("type",), f"{kind!r} is not one of {', '.join(PORT_TYPES)}")])
+    fields = model.model_fields
+    found: list[tuple[Loc, str]] = []
+    for key in value:
+        owners = [t for t, m in PORT_TYPES.items() if key in m.model_fields]
+        if key in fields:
+            continue
+        if owners:
+            found.append(((key,), f"{key} applies to {' and '.join(owners)} ports, not {kind}"))
+        else:
+            close = difflib.get_close_matches(str(key), list(fields), n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            found.append(((key,), f"unknown key ({hint}known: {', '.join(fields)})"))
+    for key, field in fields.items():
+        if field.is_required() and key not in value:
+            fix = f" ({field.description})" if field.description else ""
+            found.append(((key,), f"a {kind} port needs {key}{fix}"))
+    if found:
+        raise problems(found)
+    try:  # here, so that error paths name the port's keys, not the union's tag
+        return model.model_validate(value)
+    except ValidationError as exc:
+        raise problems([p for d in exc.errors() for p in _relative(d)]) from None
+
+
+def _relative(detail: ErrorDetails) -> list[tuple[Loc, str]]:
+    loc = tuple(detail["loc"])
+    if detail["type"] == "vswitch_many":
+        return [(loc + tuple(rel), m) for rel, m in (detail.get("ctx") or {})["problems"]]
+    return [(loc, detail["msg"])]
+
+
+PortConfig = Annotated[
+    TapPortConfig | RawPortConfig, Field(discriminator="type"), BeforeValidator(_port_input)
+]
 
 
 class SwitchConfig(Model):

@@ -301,12 +301,12 @@ ERROR_CASES = [
     ),
     (
         HEAD + 'ports = [{ name = "up0", type = "raw", ifname = "v", netns = "x" }]\n',
-        "switch.lan0.ports[0].netns: netns applies to tap ports (move the interface yourself)",
+        "switch.lan0.ports[0].netns: netns applies to tap ports, not raw",
     ),
     (
         HEAD
         + 'ports = [{ name = "up0", type = "raw", ifname = "v", mac = "02:00:00:00:00:01" }]\n',
-        "switch.lan0.ports[0].mac: mac applies to tap ports (a raw port keeps its own)",
+        "switch.lan0.ports[0].mac: mac applies to tap ports, not raw",
     ),
     (
         HEAD + 'ports = [{ name = "vm1", type = "tap", netns = "../x" }]\n',
@@ -682,3 +682,23 @@ def test_switch_offload_is_optional_and_boolean() -> None:
     with pytest.raises(ConfigError) as info:
         loads_config(base + 'offload = "maybe"\n')
     assert any(e.startswith("switch.lan0.offload:") for e in info.value.errors)
+
+
+def test_each_port_type_is_its_own_model() -> None:
+    from vswitch.config import PORT_TYPES, RawPortConfig, TapPortConfig
+
+    config = loads_config(
+        HEAD + 'ports = [{ name = "vm1", type = "tap", netns = "ns1" },\n'
+        '  { name = "up0", type = "raw", ifname = "veth0" }]\n'
+    )
+    tap, raw = config.switch["lan0"].ports
+    assert isinstance(tap, TapPortConfig) and isinstance(raw, RawPortConfig)
+    assert (tap.ifname, tap.netns, raw.ifname) == ("vm1", "ns1", "veth0")
+    assert set(PORT_TYPES) == {"tap", "raw"}
+    assert one_error(HEAD + 'ports = [{ name = "vm1" }]\n') == (
+        "switch.lan0.ports[0].type: missing (type = 'tap' or 'raw')"
+    )
+    assert errors_of(HEAD + 'ports = [{ name = "up0", type = "raw", ifnam = "x" }]\n') == [
+        "switch.lan0.ports[0].ifnam: unknown key (did you mean ifname? known: name, type, ifname)",
+        "switch.lan0.ports[0].ifname: a raw port needs ifname (the interface to attach to)",
+    ]
