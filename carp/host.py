@@ -22,7 +22,7 @@ from carp.constants import (
 from carp.params import CarpDev, CarpIfParams, Sysctls
 from carp.stats import CarpStats
 from carp.vhe import AF_INET6
-from carp.wire import Parsed, Verdict, parse_ip
+from carp.wire import CARP_GROUPS, IPAddress, Parsed, Receiver, Verdict, parse_ip
 
 SUPPRESSED_ADVSKEW = 240  # design.md decision 5 (carp(4) <= 4.7, ip_carp.c rev 1.94)
 SYSCTL_PREFIX = "net.inet.carp."
@@ -134,7 +134,8 @@ class CarpHost:
         return self._entry(now, lambda sc: sc.handle_timer(now))
 
     def receive(self, now: float, carpdev: str, ip_packet: bytes) -> list[Action]:
-        """One protocol-112 packet from the switch `carpdev`: §1.6 in order, then §4.4."""
+        """One protocol-112 packet from the switch `carpdev`: first the IP layer's checks
+        (a drop is counted in `stats.ip_drops` only), then §1.6 in order, then §4.4."""
         return self._filter(self._receive(now, carpdev, ip_packet))
 
     def transmit_result(self, now: float, action: Transmit, error: int | None) -> list[Action]:
@@ -273,15 +274,27 @@ class CarpHost:
         self.stats.count(counter)
         return [log] if log is not None else []
 
+    def _receiver(self, carpdev: str) -> Receiver:
+        """What ip_input on `carpdev` takes as its own: the carpdev's addresses, the CARP groups
+        and the multicast carppeers its carp interfaces joined (carp_join_multicast)."""
+        dev = self.carpdevs.get(carpdev)
+        local: set[IPAddress] = set()
+        if dev is not None:
+            local.update(a for a in (dev.ipv4, dev.ipv6) if a is not None)
+        peers = {sc.peer for sc in self._by_dev.get(carpdev, []) if sc.peer_is_multicast}
+        return Receiver(frozenset(local), CARP_GROUPS | peers)
+
     def _receive(self, now: float, carpdev: str, packet: bytes) -> list[Action]:
-        parsed = parse_ip(packet)
+        parsed = parse_ip(packet, self._receiver(carpdev))
         if not parsed.carp:
             return []  # not protocol 112: the kernel would never have handed it to carp
+        if parsed.ip_drop is not None:
+            # ip_input / ip6_input drop it before carp_proto_input: no carpstats counter moves
+            self.stats.ip_drops.count(parsed.ip_drop)
+            return []
         self.stats.count("ipackets6" if parsed.af == AF_INET6 else "ipackets")
         if not self.sysctls.allow:
             return []
-        if parsed.verdict is Verdict.HDROPS:
-            return self._reject("hdrops")  # the IP header could not be pulled up
         ifs = self._by_dev.get(carpdev, [])
         if not self._acceptable_if(parsed, ifs):
             message = "carp: packet received on non-carp interface"
@@ -314,9 +327,11 @@ class CarpHost:
     @staticmethod
     def _acceptable_if(parsed: Parsed, ifs: list[CarpInterface]) -> bool:
         """§1.6 IPv4 step 4 / IPv6 step 3: multicast reaches every UP carp interface; IPv4
-        unicast is accepted on a parent with carp interfaces; IPv6 only via a carp interface."""
+        unicast is accepted on a parent with carp interfaces; IPv6 only via a carp interface,
+        so an IPv6 unicast (to the parent's own address: it has no carppeer) is badif."""
         if parsed.af == AF_INET6:
-            return any(sc.admin_up for sc in ifs)
+            multicast = parsed.dst is not None and parsed.dst.is_multicast
+            return multicast and any(sc.admin_up for sc in ifs)
         return parsed.ismulti or bool(ifs)
 
     def _ip_verdict(self, parsed: Parsed, carpdev: str, size: int) -> list[Action] | None:

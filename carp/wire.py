@@ -1,12 +1,13 @@
 """CARP on the wire: the 36-byte header, IPv4/IPv6/Ethernet builders, receive validation (§1).
 
-Everything here is pure. `parse_ip` runs the IP-level checks of §1.6 in the kernel's order and
-never raises; the common part (vhid, version, HMAC) needs the receiver's configuration, so the
-caller runs it, in the order fixed by `check_common`.
+Everything here is pure. `parse_ip` first runs the checks by which OpenBSD's ip_input/ip6_input
+drop a packet before carp(4) sees it (`IpDrop`), then the IP-level checks of §1.6, in the
+kernel's order, and never raises; the common part (vhid, version, HMAC) needs the receiver's
+configuration, so the caller runs it, in the order fixed by `check_common`.
 """
 
 import struct
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
 
@@ -18,6 +19,7 @@ from carp.constants import (
     CARP_HEADER_LEN,
     CARP_VERSION,
     IN6ADDR_CARP_GROUP,
+    INADDR_CARP_GROUP,
     IPPROTO_CARP,
 )
 
@@ -26,15 +28,35 @@ _HEADER = struct.Struct("!BBBBBBH8s20s")
 _IPV4 = struct.Struct("!BBHHHBBH4s4s")
 _IPV6 = struct.Struct("!IHBB16s16s")
 
+IPAddress = IPv4Address | IPv6Address
+
 IPV4_HEADER_LEN = 20
 IPV6_HEADER_LEN = 40
 IPTOS_LOWDELAY = 0x10
 IP_DF = 0x4000
+IP_MF = 0x2000
+IP_OFFMASK = 0x1FFF
+INADDR_BROADCAST = IPv4Address("255.255.255.255")
+CARP_GROUP = IPv4Address(INADDR_CARP_GROUP)
 CARP6_GROUP = IPv6Address(IN6ADDR_CARP_GROUP)
+CARP_GROUPS: frozenset[IPAddress] = frozenset({CARP_GROUP, CARP6_GROUP})
 
-# IPv6 extension headers walked to find protocol 112: hop-by-hop, routing, destination options.
-# All three share the layout (next header, length in 8-octet units not counting the first 8).
-IPV6_WALKED_EXTENSIONS = frozenset({0, 43, 60})
+# IPv6 extension headers walked to find protocol 112. Hop-by-hop, routing and destination
+# options share one layout (next header, length in 8-octet units not counting the first 8); a
+# fragment header is 8 bytes.
+IPPROTO_HOPOPTS = 0
+IPPROTO_ROUTING = 43
+IPPROTO_FRAGMENT = 44
+IPPROTO_DSTOPTS = 60
+IPV6_EXTENSIONS = frozenset({IPPROTO_HOPOPTS, IPPROTO_ROUTING, IPPROTO_FRAGMENT, IPPROTO_DSTOPTS})
+IPV6_FRAG_LEN = 8
+IPV6_RTHDR_TYPE_0 = 0
+IPV6_HDRNESTLIMIT = 10  # ip6_hdrnestlimit's default (in6_proto.c), counted by ip_deliver
+IP6F_OFF_MASK = 0xFFF8
+IP6OPT_PAD1 = 0
+IP6OPT_PADN = 1
+IP6OPT_ROUTER_ALERT = 5
+IP6OPT_RTALERT_LEN = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +136,11 @@ def mac_for_ip_dst(dst: IPv4Address | IPv6Address) -> bytes | None:
 
 
 class Verdict(StrEnum):
-    """What carp(4) does with a received packet: accept, or the carpstats counter it bumps."""
+    """What carp(4) does with a received packet: accept, or the carpstats counter it bumps.
+
+    IPDROP is the exception: ip_input/ip6_input drop the packet before carp(4) sees it, for the
+    reason in `Parsed.ip_drop`; it is counted in `CarpStats.ip_drops`, not in carpstats.
+    """
 
     ACCEPT = "accept"
     BADTTL = "badttl"
@@ -124,53 +150,243 @@ class Verdict(StrEnum):
     BADAUTH = "badauth"
     BADVHID = "badvhid"
     BADIF = "badif"
-    HDROPS = "hdrops"
+    HDROPS = "hdrops"  # an m_pullup failure (none here); also the verdict of a non-CARP packet
+    IPDROP = "ipdrop"
+
+
+class IpDrop(StrEnum):
+    """Why the IP layer drops a protocol-112 packet before carp(4): the OpenBSD check it mirrors.
+
+    The values are the counter names of `carp.stats.IpDropStats`.
+    """
+
+    TOOSMALL = "toosmall"  # ips_toosmall / ip6s_toosmall: shorter than the fixed IP header
+    BADHLEN = "badhlen"  # ips_badhlen: IHL below 5 or beyond the data
+    BADSRC = "badsrc"  # a source no host may send from (see ipv4_source_ok / ipv6_source_ok)
+    BADSUM = "badsum"  # ips_badsum: the IPv4 header checksum
+    BADLEN = "badlen"  # ips_badlen: IPv4 total length below the header length
+    TOOSHORT = "tooshort"  # ips_tooshort / ip6s_tooshort: total/payload length beyond the data
+    NOTOURS = "notours"  # ips_notmember / ips_cantforward: neither a joined group nor ours
+    BADOPTIONS = "badoptions"  # ip6s_badoptions: an option or routing header ip6_input refuses
+    TOOMANYHDR = "toomanyhdr"  # ip6s_toomanyhdr: more headers than ip6_hdrnestlimit
+    FRAGMENT = "fragment"  # IPv4 MF or offset, an IPv6 fragment header: never reassembled here
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """The destinations the receiving carpdev's IP layer takes as its own (ip_input's
+    in_ouraddr / in_hasmulti): its unicast addresses and the multicast groups joined on it (the
+    CARP groups and any multicast carppeer, carp_join_multicast)."""
+
+    local: frozenset[IPAddress] = frozenset()
+    groups: frozenset[IPAddress] = CARP_GROUPS
+
+    def ours(self, dst: IPAddress) -> bool:
+        return dst in (self.groups if dst.is_multicast else self.local)
 
 
 @dataclass(frozen=True, slots=True)
 class Parsed:
-    """The result of the IP-level checks (§1.6, IPv4 steps 5-7, IPv6 steps 4-6).
+    """The result of the IP-layer checks and of §1.6 IPv4 steps 5-7 / IPv6 steps 4-6.
 
     `carp` is False when the packet does not carry protocol 112 (or is not IPv4/IPv6 at all, or
-    its IPv6 extension headers are truncated); the verdict is then HDROPS and the kernel would
-    never have handed it to carp, so a caller must not count it in carpstats.
+    its IPv6 extension headers end before the upper protocol); the verdict is then HDROPS and
+    the kernel would never have handed it to carp, so a caller must not count it anywhere.
+    `ip_drop` is set (verdict IPDROP) when it shows protocol 112 but ip_input/ip6_input would
+    drop it first: count it in `CarpStats.ip_drops`, not in carpstats.
     `header` is decoded whenever 36 bytes are present, even for a rejected packet (so a decoder
-    can show the fields); a host acts on it only when `verdict` is ACCEPT.
+    can show the fields), except in a non-first fragment; a host acts on it only when `verdict`
+    is ACCEPT.
     `ismulti` is IN_MULTICAST(dst) for IPv4 and always True for IPv6, as carp6_proto_input_if
     calls carp_proto_input_c(ismulti=1) (it only matters for IPv4 carppeer matching).
     """
 
     verdict: Verdict
     af: int  # 4 or 6; 0 when the version nibble is neither
-    src: IPv4Address | IPv6Address | None
-    dst: IPv4Address | IPv6Address | None
+    src: IPAddress | None
+    dst: IPAddress | None
     ttl: int
     ismulti: bool
     header: CarpHeader | None
     carp: bool = True
     cksum_ok: bool = False
     offset: int = 0  # where the CARP header starts in the packet
+    ip_drop: IpDrop | None = None
 
 
-def _not_carp(af: int, src: IPv4Address | IPv6Address | None = None) -> Parsed:
+def _not_carp(af: int, src: IPAddress | None = None) -> Parsed:
     return Parsed(Verdict.HDROPS, af, src, None, 0, False, None, carp=False)
+
+
+def _too_small(af: int) -> Parsed:
+    return Parsed(Verdict.IPDROP, af, None, None, 0, af == 6, None, ip_drop=IpDrop.TOOSMALL)
+
+
+# -- the IP-layer rules, each naming the OpenBSD check it mirrors
+
+
+def ipv4_source_ok(src: IPv4Address) -> bool:
+    """RFC 1122 3.2.1.3: a host discards a multicast, broadcast or unspecified source. OpenBSD's
+    ipv4_check itself only refuses 127/8 off a loopback interface (ips_badaddr); we refuse both,
+    as no carp(4) sender uses such a source (carp_send_ad takes a configured address)."""
+    return not (
+        src.is_multicast or src.is_loopback or src.is_unspecified or src == INADDR_BROADCAST
+    )
+
+
+def ipv6_source_ok(src: IPv6Address) -> bool:
+    """ipv6_check (ip6s_badscope): no multicast, loopback, IPv4-mapped or IPv4-compatible source
+    and no scope id embedded in a link-local one. The unspecified address passes, as there."""
+    value = int(src)
+    v4_compatible = value >> 32 == 0 and value > 1  # IN6_IS_ADDR_V4COMPAT
+    scoped = src.is_link_local and src.packed[2:4] != b"\0\0"  # IN6_IS_SCOPE_EMBED
+    return not (src.is_multicast or src.is_loopback or src.ipv4_mapped or v4_compatible or scoped)
+
+
+def ipv4_drop(
+    packet: bytes, receiver: Receiver | None, src: IPv4Address, dst: IPv4Address
+) -> IpDrop | None:
+    """ipv4_check, ip_input_if and ip_fragcheck in their order; None: carp_proto_input gets it.
+
+    Trailing bytes beyond the total length (Ethernet padding) are normal: ip_input trims them.
+    The destination is not judged without a `receiver`.
+    """
+    hlen = (packet[0] & 0x0F) * 4
+    total = int.from_bytes(packet[2:4], "big")
+    if hlen < IPV4_HEADER_LEN or hlen > len(packet):
+        return IpDrop.BADHLEN
+    if not ipv4_source_ok(src):
+        return IpDrop.BADSRC
+    if inet_checksum(packet[:hlen]) != 0:
+        return IpDrop.BADSUM
+    if total < hlen:
+        return IpDrop.BADLEN
+    if total > len(packet):
+        return IpDrop.TOOSHORT
+    if receiver is not None and not receiver.ours(dst):
+        return IpDrop.NOTOURS
+    if int.from_bytes(packet[6:8], "big") & (IP_MF | IP_OFFMASK):
+        return IpDrop.FRAGMENT  # ip_fragcheck would queue it for reassembly: carp never does
+    return None
+
+
+def ipv6_options_ok(options: bytes, hop_by_hop: bool) -> bool:
+    """The options of a hop-by-hop (ip6_process_hopopts) or destination options (dest6_input)
+    header: each must fit; Pad1 and PadN pass; a hop-by-hop router alert must be 4 bytes; any
+    other option passes only when its two high bits say "skip" (ip6_unknown_opt). That refuses a
+    jumbo payload too, which a frame never carries (its payload length would have to be 0)."""
+    at = 0
+    while at < len(options):
+        kind = options[at]
+        if kind == IP6OPT_PAD1:
+            at += 1
+            continue
+        if at + 2 > len(options) or at + 2 + options[at + 1] > len(options):
+            return False  # ip6s_toosmall
+        size = 2 + options[at + 1]
+        if hop_by_hop and kind == IP6OPT_ROUTER_ALERT:
+            if size != IP6OPT_RTALERT_LEN:
+                return False
+        elif kind != IP6OPT_PADN and kind >> 6:
+            return False
+        at += size
+    return True
+
+
+def ipv6_extension_drop(kind: int, header: bytes, first: bool, routing: int) -> IpDrop | None:
+    """One extension header as ip6_input handles it; `routing` counts earlier routing headers.
+
+    Hop-by-hop only right after the IPv6 header (RFC 8200 4.1: ip6_hbhchcheck looks there
+    only, and no later handler takes it). Routing: a second one or type 0 (ip6_check_rh0hdr),
+    or segments left (route6_input would forward it). A fragment header: never reassembled here.
+    """
+    if kind == IPPROTO_FRAGMENT:
+        return IpDrop.FRAGMENT
+    if kind == IPPROTO_ROUTING:
+        bad = routing > 0 or header[2] == IPV6_RTHDR_TYPE_0 or header[3] != 0
+        return IpDrop.BADOPTIONS if bad else None
+    if kind == IPPROTO_HOPOPTS and not first:
+        return IpDrop.BADOPTIONS
+    return None if ipv6_options_ok(header[2:], kind == IPPROTO_HOPOPTS) else IpDrop.BADOPTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class _Chain:
+    proto: int | None  # the upper protocol; None: the chain ends before it
+    offset: int
+    drop: IpDrop | None = None
+    first_fragment: bool = True
+
+
+def _ipv6_chain(packet: bytes, nxt: int, end: int) -> _Chain:
+    """Walk the extension headers to the upper protocol (or a fragment header's next header),
+    keeping the first drop in chain order. Each header is at least 8 bytes, so `end` bounds it."""
+    offset, nested, routing = IPV6_HEADER_LEN, 0, 0
+    drop: IpDrop | None = None
+    while nxt in IPV6_EXTENSIONS:
+        if offset + 8 > end:
+            return _Chain(None, offset)
+        size = IPV6_FRAG_LEN if nxt == IPPROTO_FRAGMENT else (packet[offset + 1] + 1) * 8
+        if offset + size > end:
+            return _Chain(None, offset)
+        if nxt != IPPROTO_HOPOPTS:  # hop-by-hop is handled before ip_deliver's nest count
+            nested += 1
+            if nested > IPV6_HDRNESTLIMIT:
+                drop = drop or IpDrop.TOOMANYHDR
+        header = packet[offset : offset + size]
+        drop = drop or ipv6_extension_drop(nxt, header, offset == IPV6_HEADER_LEN, routing)
+        if nxt == IPPROTO_ROUTING:
+            routing += 1
+        offset += size
+        if nxt == IPPROTO_FRAGMENT:
+            first = int.from_bytes(header[2:4], "big") & IP6F_OFF_MASK == 0
+            return _Chain(header[0], offset, drop, first)
+        nxt = header[0]
+    if nested + 1 > IPV6_HDRNESTLIMIT:  # the dispatch to carp counts too
+        drop = drop or IpDrop.TOOMANYHDR
+    return _Chain(nxt, offset, drop)
+
+
+def ipv6_drop(
+    packet: bytes,
+    receiver: Receiver | None,
+    src: IPv6Address,
+    dst: IPv6Address,
+    chain_drop: IpDrop | None,
+) -> IpDrop | None:
+    """ipv6_check, ip6_input_if, ip6_hbhchcheck, then the extension header chain's first drop
+    (`chain_drop`, RH0 scan included); None: carp6_proto_input gets it. The destination is not
+    judged without a `receiver`."""
+    if not ipv6_source_ok(src):
+        return IpDrop.BADSRC
+    if receiver is not None and not receiver.ours(dst):
+        return IpDrop.NOTOURS
+    if IPV6_HEADER_LEN + int.from_bytes(packet[4:6], "big") > len(packet):
+        return IpDrop.TOOSHORT
+    return chain_drop
+
+
+# -- the parsers
 
 
 def _finish(
     af: int,
-    src: IPv4Address | IPv6Address,
-    dst: IPv4Address | IPv6Address,
+    src: IPAddress,
+    dst: IPAddress,
     ttl: int,
     ismulti: bool,
     packet: bytes,
     offset: int,
     end: int,
+    drop: IpDrop | None,
 ) -> Parsed:
     """The checks shared by both families once the CARP header offset is known, in §1.6 order."""
     raw = packet[offset : offset + CARP_HEADER_LEN] if offset + CARP_HEADER_LEN <= end else b""
     header = CarpHeader.unpack(raw) if raw else None
     cksum_ok = bool(raw) and inet_checksum(raw) == 0
-    if ttl != CARP_DFLTTL:  # §1.6 IPv4 step 5 / IPv6 step 4: also for unicast peers
+    if drop is not None:  # the IP layer drops it first
+        verdict = Verdict.IPDROP
+    elif ttl != CARP_DFLTTL:  # §1.6 IPv4 step 5 / IPv6 step 4: also for unicast peers
         verdict = Verdict.BADTTL
     elif header is None:  # §1.6 IPv4 step 6 / IPv6 step 5: IP header + 36 > length
         verdict = Verdict.BADLEN
@@ -178,63 +394,61 @@ def _finish(
         verdict = Verdict.BADSUM
     else:
         verdict = Verdict.ACCEPT
-    return Parsed(verdict, af, src, dst, ttl, ismulti, header, True, cksum_ok, offset)
+    return Parsed(verdict, af, src, dst, ttl, ismulti, header, True, cksum_ok, offset, drop)
 
 
-def _parse_ipv4(packet: bytes) -> Parsed:
+def _parse_ipv4(packet: bytes, receiver: Receiver | None) -> Parsed:
     if len(packet) < IPV4_HEADER_LEN:
-        # a cut header is hdrops only when it still shows protocol 112
+        # a cut header counts only when it still shows protocol 112
         if len(packet) > 9 and packet[9] == IPPROTO_CARP:
-            return Parsed(Verdict.HDROPS, 4, None, None, 0, False, None)
+            return _too_small(4)
         return _not_carp(4)
-    first, _tos, total, _id, _frag, ttl, proto, _sum, src_b, dst_b = _IPV4.unpack_from(packet)
+    first, _tos, total, _id, frag, ttl, proto, _sum, src_b, dst_b = _IPV4.unpack_from(packet)
     src, dst = IPv4Address(src_b), IPv4Address(dst_b)
-    hlen = (first & 0x0F) * 4
     if proto != IPPROTO_CARP:
         return _not_carp(4, src)
-    ismulti = dst.is_multicast
-    # ip_input drops a header it cannot pull up (bad IHL, ip_len below it): hdrops for carp
-    if hlen < IPV4_HEADER_LEN or hlen > len(packet) or total < hlen:
-        return Parsed(Verdict.HDROPS, 4, src, dst, ttl, ismulti, None)
-    # ip_input trims the packet to ip_len (Ethernet padding); a short packet is then too short
-    end = min(total, len(packet))
-    return _finish(4, src, dst, ttl, ismulti, packet, hlen, end)
+    hlen = (first & 0x0F) * 4
+    drop = ipv4_drop(packet, receiver, src, dst)
+    end = min(total, len(packet))  # ip_input trims the packet to ip_len (Ethernet padding)
+    parsed = _finish(4, src, dst, ttl, dst.is_multicast, packet, hlen, end, drop)
+    if hlen < IPV4_HEADER_LEN or hlen > end or frag & IP_OFFMASK:
+        return replace(parsed, header=None, cksum_ok=False)  # no CARP header where it would be
+    return parsed
 
 
-def _parse_ipv6(packet: bytes) -> Parsed:
+def _parse_ipv6(packet: bytes, receiver: Receiver | None) -> Parsed:
     if len(packet) < IPV6_HEADER_LEN:
         if len(packet) > 6 and packet[6] == IPPROTO_CARP:
-            return Parsed(Verdict.HDROPS, 6, None, None, 0, True, None)
+            return _too_small(6)
         return _not_carp(6)
     _vtf, plen, nxt, hlim, src_b, dst_b = _IPV6.unpack_from(packet)
     src, dst = IPv6Address(src_b), IPv6Address(dst_b)
     end = min(IPV6_HEADER_LEN + plen, len(packet))
-    offset = IPV6_HEADER_LEN
-    while nxt in IPV6_WALKED_EXTENSIONS:
-        if offset + 2 > end:
-            return _not_carp(6, src)
-        nxt, ext_len = packet[offset], (packet[offset + 1] + 1) * 8
-        offset += ext_len
-    if nxt != IPPROTO_CARP or offset > end:
+    chain = _ipv6_chain(packet, nxt, end)
+    if chain.proto != IPPROTO_CARP:
         return _not_carp(6, src)
-    return _finish(6, src, dst, hlim, True, packet, offset, end)
+    drop = ipv6_drop(packet, receiver, src, dst, chain.drop)
+    parsed = _finish(6, src, dst, hlim, True, packet, chain.offset, end, drop)
+    return parsed if chain.first_fragment else replace(parsed, header=None, cksum_ok=False)
 
 
-def parse_ip(packet: bytes) -> Parsed:
-    """Run the IP-level receive checks of §1.6 on an IPv4 or IPv6 packet; never raises.
+def parse_ip(packet: bytes, receiver: Receiver | None = None) -> Parsed:
+    """Run the IP-layer checks, then those of §1.6, on an IPv4 or IPv6 packet; never raises.
 
-    Order (carp_proto_input_if / carp6_proto_input_if): hdrops when the IPv4 header cannot be
-    pulled up (truncated, bad IHL) or an IPv6 header is shorter than 40 bytes; badttl when the
-    TTL / hop limit is not 255; badlen when fewer than 36 bytes follow the IP header(s) within
-    the IP length; badsum when in_cksum over the 36 bytes is not 0; then the header is unpacked.
+    First what ip_input/ip6_input drop before carp sees the packet (`ipv4_drop`, `ipv6_drop`:
+    verdict IPDROP with the reason in `ip_drop`); the destination only against `receiver`, when
+    given. Then, in carp_proto_input_if / carp6_proto_input_if order: badttl when the TTL / hop
+    limit is not 255; badlen when fewer than 36 bytes follow the IP header(s) within the IP
+    length; badsum when in_cksum over the 36 bytes is not 0; then the header is unpacked.
+    IPv6 advertisements behind hop-by-hop, routing or destination options headers are found.
     """
     if not packet:
         return _not_carp(0)
     version = packet[0] >> 4
     if version == 4:
-        return _parse_ipv4(packet)
+        return _parse_ipv4(packet, receiver)
     if version == 6:
-        return _parse_ipv6(packet)
+        return _parse_ipv6(packet, receiver)
     return _not_carp(0)
 
 

@@ -16,10 +16,15 @@ hold, 0x21 with authlen 7 (what carp(4) sends) says CARP, anything else VRRP. A 
 no layout is `other`.
 
 The verdict is what carp(4) would do whatever the kind (a VRRP packet reaching a carp host is
-usually `badlen`), in the kernel's order: badttl, badlen (hdrops for a broken IPv4 header),
-badsum, badver, badauth. The HMAC is checked with the key of --pass (no --pass: carp(4)'s
+usually `badlen`), in the kernel's order. First `ipdrop` with its reason when OpenBSD's IP layer
+would drop the packet before carp sees it (a broken or cut IP header, a bad IPv4 header checksum,
+a bad source, a destination not ours, a fragment, a refused IPv6 option or routing header);
+then badttl, badlen, badsum, badver, badauth. The destination is judged against --local (the
+receiving carpdev's addresses and any multicast carppeer; the CARP groups always count); without
+--local it is `unchecked`. The HMAC is checked with the key of --pass (no --pass: carp(4)'s
 all-zero key) and the addresses of --vip; without --vip it is `unchecked` and the verdict is the
 best one reachable without it. vhid matching needs a host's configuration and is not judged.
+IPv6 advertisements behind hop-by-hop, routing or destination options headers are found.
 """
 
 import argparse
@@ -37,7 +42,17 @@ import dpkt
 from carp.auth import HmacContexts, carp_key
 from carp.checksum import inet_checksum
 from carp.constants import CARP_AUTHLEN, CARP_HEADER_LEN, ETH_P_IP, ETH_P_IPV6, IPPROTO_CARP
-from carp.wire import CarpHeader, Verdict, check_common, parse_ip
+from carp.wire import (
+    CARP_GROUPS,
+    IPV6_HDRNESTLIMIT,
+    CarpHeader,
+    IPAddress,
+    IpDrop,
+    Receiver,
+    Verdict,
+    check_common,
+    parse_ip,
+)
 
 LINKTYPE_ETHERNET = 1
 LINKTYPE_RAW = 101
@@ -58,6 +73,21 @@ PCAP_MAGICS = frozenset(
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 HMAC_OK, HMAC_BAD, HMAC_UNCHECKED = "ok", "bad", "unchecked"
+CARP_GROUP_NAMES = frozenset(str(group) for group in CARP_GROUPS)
+
+# why the IP layer drops a packet, with the OpenBSD counter it would bump
+IP_DROP_TEXT = {
+    IpDrop.TOOSMALL: "shorter than the IP header (ips_toosmall)",
+    IpDrop.BADHLEN: "IPv4 header length below 20 or beyond the data (ips_badhlen)",
+    IpDrop.BADSRC: "source multicast, broadcast, unspecified, loopback or mis-scoped",
+    IpDrop.BADSUM: "IPv4 header checksum wrong (ips_badsum)",
+    IpDrop.BADLEN: "IPv4 total length below the header length (ips_badlen)",
+    IpDrop.TOOSHORT: "IP length beyond the bytes captured (ips_tooshort)",
+    IpDrop.NOTOURS: "destination neither a CARP group nor a --local address (ips_notmember)",
+    IpDrop.BADOPTIONS: "IPv6 option or routing header refused (ip6s_badoptions)",
+    IpDrop.TOOMANYHDR: f"more than {IPV6_HDRNESTLIMIT} IPv6 headers (ip6s_toomanyhdr)",
+    IpDrop.FRAGMENT: "a fragment: carp never reassembles",
+}
 
 
 class CaptureError(Exception):
@@ -116,6 +146,17 @@ class Report:
     verdict: Verdict
     vrrp: Vrrp | None = None
     length: int = 0  # bytes after the IP header(s)
+    ip_drop: IpDrop | None = None  # why the IP layer drops it (verdict ipdrop)
+    dst_checked: bool = False  # judged against --local
+
+    @property
+    def label(self) -> str:
+        """The verdict, with the reason of an IP-layer drop: `ipdrop:fragment`."""
+        return f"{self.verdict}:{self.ip_drop}" if self.ip_drop else str(self.verdict)
+
+    @property
+    def reason(self) -> str | None:
+        return IP_DROP_TEXT[self.ip_drop] if self.ip_drop else None
 
     def as_json(self) -> dict[str, Any]:
         h = self.header
@@ -139,7 +180,10 @@ class Report:
             "md": h.md.hex() if h else None,
             "checksum_ok": self.checksum_ok,
             "hmac": self.hmac,
+            "dst_checked": self.dst_checked,
             "verdict": str(self.verdict),
+            "ip_drop": None if self.ip_drop is None else str(self.ip_drop),
+            "reason": self.reason,
         }
         if self.vrrp is not None:
             v = self.vrrp
@@ -173,10 +217,21 @@ class Report:
             )
         else:
             body = f"{self.kind} ({self.length} bytes, shorter than a CARP header)"
-        verdict = str(self.verdict)
-        if self.verdict is Verdict.ACCEPT and self.hmac == HMAC_UNCHECKED:
-            verdict += " (HMAC unchecked)"
+        verdict = self.label
+        if self.reason is not None:
+            verdict += f" ({self.reason})"
+        elif self.verdict is Verdict.ACCEPT and self.unchecked:
+            verdict += f" ({' and '.join(self.unchecked)} unchecked)"
         return f"{head} {body} -> {verdict}"
+
+    @property
+    def unchecked(self) -> list[str]:
+        """What the verdict could not judge: the HMAC (no --vip), the destination (no --local,
+        and neither 224.0.0.18 nor ff02::12)."""
+        out = [] if self.hmac != HMAC_UNCHECKED else ["HMAC"]
+        if not self.dst_checked and self.dst not in CARP_GROUP_NAMES:
+            out.append("destination")
+        return out
 
 
 def _ip_end(packet: bytes, af: int) -> int:
@@ -244,9 +299,13 @@ def classify(payload: bytes, af: int, src: bytes, dst: bytes) -> tuple[str, Vrrp
     return "other", None
 
 
-def decode_ip(packet: bytes, index: int, time: float, auth: Auth | None) -> Report | None:
-    """Report on one IPv4/IPv6 packet; None unless it carries protocol 112. Never raises."""
-    parsed = parse_ip(packet)
+def decode_ip(
+    packet: bytes, index: int, time: float, auth: Auth | None, receiver: Receiver | None = None
+) -> Report | None:
+    """Report on one IPv4/IPv6 packet; None unless it carries protocol 112. Never raises.
+
+    `receiver`: the destinations taken as ours; None leaves the destination unchecked."""
+    parsed = parse_ip(packet, receiver)
     if not parsed.carp:
         return None
     src, dst = parsed.src, parsed.dst
@@ -276,6 +335,8 @@ def decode_ip(packet: bytes, index: int, time: float, auth: Auth | None) -> Repo
         verdict=verdict,
         vrrp=vrrp,
         length=len(payload),
+        ip_drop=parsed.ip_drop,
+        dst_checked=receiver is not None,
     )
 
 
@@ -310,10 +371,15 @@ def ip_from_frame(frame: bytes, linktype: int) -> bytes | None:
 
 
 def decode_frame(
-    frame: bytes, linktype: int, index: int, time: float, auth: Auth | None
+    frame: bytes,
+    linktype: int,
+    index: int,
+    time: float,
+    auth: Auth | None,
+    receiver: Receiver | None = None,
 ) -> Report | None:
     ip = ip_from_frame(frame, linktype)
-    return None if ip is None else decode_ip(ip, index, time, auth)
+    return None if ip is None else decode_ip(ip, index, time, auth, receiver)
 
 
 SUPPORTED_LINKTYPES = frozenset(
@@ -383,6 +449,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="ADDR",
         help="a virtual address of the carp interface (repeat for each); enables the HMAC check",
     )
+    parser.add_argument(
+        "--local",
+        action="append",
+        default=[],
+        type=_parse_vip,
+        metavar="ADDR",
+        help="an address of the receiving carpdev, or a multicast carppeer it joined (repeat for"
+        " each); enables the destination check (224.0.0.18 and ff02::12 always count)",
+    )
     parser.add_argument("--json", action="store_true", help="one JSON object per line")
 
 
@@ -394,9 +469,17 @@ def make_auth(passphrase: str | None, vips: Sequence[IPv4Address | IPv6Address])
     )
 
 
+def make_receiver(local: Sequence[IPAddress]) -> Receiver | None:
+    """The destinations a receiver takes as its own, from --local; None (unchecked) without."""
+    if not local:
+        return None
+    groups = frozenset(a for a in local if a.is_multicast)
+    return Receiver(frozenset(a for a in local if not a.is_multicast), CARP_GROUPS | groups)
+
+
 def _summary(frames: int, reports: list[Report], auth: Auth) -> list[str]:
     kinds = Counter(r.kind for r in reports)
-    verdicts = Counter(str(r.verdict) for r in reports)
+    verdicts = Counter(r.label for r in reports)
     lines = [
         f"{frames} frames, {len(reports)} protocol-112 packets: "
         f"{kinds['carp']} carp, {kinds['vrrp']} vrrp, {kinds['other']} other",
@@ -408,11 +491,17 @@ def _summary(frames: int, reports: list[Report], auth: Auth) -> list[str]:
             "HMAC unchecked (no --vip): verdicts are the best reachable without it;"
             " give --vip (and --pass if a passphrase is set) to check it"
         )
+    if any("destination" in r.unchecked for r in reports):
+        lines.append(
+            "destination unchecked (no --local): a unicast or other-group destination was taken"
+            " as ours; give --local with the receiver's addresses (and any multicast carppeer)"
+        )
     return lines
 
 
 def run(args: argparse.Namespace) -> int:
     auth = make_auth(args.passphrase, args.vip)
+    receiver = make_receiver(args.local)
     try:
         with open(args.file, "rb") as stream:
             capture = open_capture(stream)
@@ -420,7 +509,7 @@ def run(args: argparse.Namespace) -> int:
             frames = 0
             for index, (ts, frame) in enumerate(capture.frames):
                 frames = index + 1
-                report = decode_frame(frame, capture.linktype, index, ts, auth)
+                report = decode_frame(frame, capture.linktype, index, ts, auth, receiver)
                 if report is None:
                     continue
                 reports.append(report)

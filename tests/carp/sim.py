@@ -21,6 +21,7 @@ from ipaddress import (
 
 from carp.actions import Action, StateChanged, Transmit, TxKind
 from carp.auth import HmacContexts, carp_key
+from carp.checksum import inet_checksum
 from carp.constants import Balancing, State
 from carp.host import CarpHost
 from carp.params import CarpDev, CarpIfParams, CarpNodeParams, Sysctls
@@ -344,4 +345,6 @@ def advert(
     else:
         packet = bytearray(build_ipv4(source, IPv4Address(dst), header, 1))
         packet[8] = ttl
+        packet[10:12] = b"\0\0"  # the header checksum covers the TTL
+        packet[10:12] = inet_checksum(bytes(packet[:20])).to_bytes(2, "big")
     return bytes(packet)

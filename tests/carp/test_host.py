@@ -7,6 +7,7 @@ from ipaddress import IPv4Address
 import pytest
 
 from carp.actions import Action, DemoteChanged, Log, Reason, StateChanged, Transmit, TxKind
+from carp.checksum import inet_checksum
 from carp.constants import LOG_ERR, LOG_INFO, LOG_NOTICE, LOG_WARNING, State
 from carp.host import CarpHost
 from carp.params import CarpDev, CarpIfParams, Sysctls
@@ -53,8 +54,6 @@ def states(actions: Sequence[Action]) -> list[tuple[State, State, Reason]]:
 
 def with_checksum(packet: bytes, offset: int, value: int) -> bytes:
     """Rewrite one byte of the CARP header and fix its checksum."""
-    from carp.checksum import inet_checksum
-
     raw = bytearray(packet)
     start = 20 if packet[0] >> 4 == 4 else 40
     raw[start + offset] = value
@@ -105,18 +104,25 @@ def test_allow_zero_counts_then_drops() -> None:
     assert host.carpifs["carp0"].leader.state is State.BACKUP
 
 
-def test_hdrops() -> None:
-    host = started()
-    packet = bytearray(advert())
-    packet[0] = 0x44  # IHL 4: the header cannot be pulled up
+def test_ip_layer_drops_come_first_and_apart() -> None:
+    """ip_input drops a broken header before carp_proto_input: no carpstats counter moves."""
+    host = started(sysctls=Sysctls(allow=False, log=7))
+    packet = bytearray(advert(demote=9))
+    packet[0] = 0x44  # IHL 4
     assert host.receive(1.0, "lan0", bytes(packet)) == []
-    assert nonzero(host) == {"ipackets": 1, "hdrops": 1}
+    packet = bytearray(advert(demote=9))
+    packet[8] = 254  # TTL changed, header checksum not
+    assert host.receive(1.0, "lan0", bytes(packet)) == []
+    assert nonzero(host) == {}
+    drops = {k: v for k, v in host.stats.ip_drops.as_dict().items() if v}
+    assert drops == {"badhlen": 1, "badsum": 1}
+    assert host.carpifs["carp0"].leader.state is State.BACKUP
 
 
 def test_badif() -> None:
     host = started()
-    unicast = advert(dst="192.0.2.50")
-    actions = host.receive(1.0, "lan2", unicast)  # no carp interface on lan2
+    unicast = advert(dst="198.51.100.1")  # lan1's own address
+    actions = host.receive(1.0, "lan1", unicast)  # no carp interface on lan1
     assert logs(actions) == [(LOG_INFO, "carp: packet received on non-carp interface")]
     host.receive(1.0, "lan2", advert(src="fe80::9", v4=[]))
     assert nonzero(host) == {"ipackets": 1, "ipackets6": 1, "badif": 2}
@@ -139,8 +145,12 @@ def test_badttl_badlen_badsum() -> None:
     assert logs(actions) == [(LOG_NOTICE, "carp: received ttl 64 != 255 on lan0")]
     actions = host.receive(1.0, "lan0", advert(src="fe80::9", ttl=1))
     assert logs(actions) == [(LOG_NOTICE, "carp: received ttl 1 != 255 on lan0")]
-    short = advert()[:40]
-    assert logs(host.receive(1.0, "lan0", short)) == [(LOG_INFO, "carp: packet size 40 too small")]
+    short = bytearray(advert()[:40])
+    short[2:4] = (40).to_bytes(2, "big")  # what a sender of a short packet says
+    short[10:12] = b"\0\0"
+    short[10:12] = inet_checksum(bytes(short[:20])).to_bytes(2, "big")
+    actions = host.receive(1.0, "lan0", bytes(short))
+    assert logs(actions) == [(LOG_INFO, "carp: packet size 40 too small")]
     bad = bytearray(advert())
     bad[30] ^= 0xFF
     assert logs(host.receive(1.0, "lan0", bytes(bad))) == [

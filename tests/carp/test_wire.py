@@ -10,6 +10,7 @@ from carp.checksum import inet_checksum
 from carp.constants import ETH_P_IP, ETH_P_IPV6, MAC_CARP_GROUP4, MAC_CARP_GROUP6
 from carp.wire import (
     CarpHeader,
+    IpDrop,
     Verdict,
     build_frame,
     build_ipv4,
@@ -41,13 +42,26 @@ def header(**changes: object) -> CarpHeader:
     return replace(base, **changes)  # type: ignore[arg-type]
 
 
+def fix_ipv4_checksum(packet: bytes | bytearray) -> bytes:
+    """The packet with its IPv4 header checksum recomputed (over IHL * 4 bytes)."""
+    raw = bytearray(packet)
+    hlen = (raw[0] & 0x0F) * 4
+    raw[10:12] = b"\0\0"
+    raw[10:12] = inet_checksum(bytes(raw[:hlen])).to_bytes(2, "big")
+    return bytes(raw)
+
+
 def ipv4(hdr: bytes = HEADER1, ttl: int = 255, dst: IPv4Address = GROUP4) -> bytes:
     packet = bytearray(build_ipv4(SRC4, dst, hdr, 0x1234))
-    if ttl != 255:
-        packet[8] = ttl
-        packet[10:12] = b"\0\0"
-        packet[10:12] = inet_checksum(bytes(packet[:20])).to_bytes(2, "big")
-    return bytes(packet)
+    packet[8] = ttl
+    return fix_ipv4_checksum(packet)
+
+
+def with_total_length(packet: bytes | bytearray, total: int) -> bytes:
+    """An IPv4 packet whose total length field says `total`, its header checksum fixed."""
+    raw = bytearray(packet)
+    raw[2:4] = total.to_bytes(2, "big")
+    return fix_ipv4_checksum(raw)
 
 
 # --- checksum ----------------------------------------------------------------------------------
@@ -189,8 +203,7 @@ def test_parse_ipv4_with_options() -> None:
     base = ipv4()
     options = b"\x94\x04\x00\x00"  # router alert
     packet = bytearray(bytes([0x46]) + base[1:20] + options + base[20:])
-    packet[2:4] = (len(packet)).to_bytes(2, "big")
-    parsed = parse_ip(bytes(packet))
+    parsed = parse_ip(with_total_length(bytes(packet), len(packet)))
     assert parsed.verdict is Verdict.ACCEPT
     assert parsed.offset == 24
 
@@ -225,34 +238,35 @@ def test_parse_badttl_ipv6_hop_limit() -> None:
 
 
 def test_parse_badttl_comes_before_badlen() -> None:
-    short = ipv4(ttl=64)[:40]
+    short = with_total_length(ipv4(ttl=64)[:40], 40)
     assert parse_ip(short).verdict is Verdict.BADTTL
 
 
-def test_parse_badlen_short_capture() -> None:
-    packet = ipv4()[:55]
+def test_parse_badlen_short_packet() -> None:
+    packet = with_total_length(ipv4()[:55], 55)
     parsed = parse_ip(packet)
     assert parsed.verdict is Verdict.BADLEN
     assert parsed.header is None
 
 
 def test_parse_badlen_ip_length_too_small() -> None:
-    packet = bytearray(ipv4())
-    packet[2:4] = (20 + 35).to_bytes(2, "big")
-    assert parse_ip(bytes(packet)).verdict is Verdict.BADLEN
+    # 36 bytes follow the header, but the IP length says 35: ip_input trims the rest first
+    assert parse_ip(with_total_length(ipv4(), 20 + 35)).verdict is Verdict.BADLEN
 
 
 def test_parse_badlen_ipv6() -> None:
     packet = bytearray(FRAME5[14:])
     packet[4:6] = (35).to_bytes(2, "big")
     assert parse_ip(bytes(packet)).verdict is Verdict.BADLEN
-    assert parse_ip(FRAME5[14:-1]).verdict is Verdict.BADLEN
+    cut = bytearray(FRAME5[14:-1])
+    cut[4:6] = (35).to_bytes(2, "big")
+    assert parse_ip(bytes(cut)).verdict is Verdict.BADLEN
 
 
 def test_parse_badlen_comes_before_badsum() -> None:
     corrupt = bytearray(ipv4())
     corrupt[30] ^= 0xFF
-    assert parse_ip(bytes(corrupt[:50])).verdict is Verdict.BADLEN
+    assert parse_ip(with_total_length(corrupt[:50], 50)).verdict is Verdict.BADLEN
 
 
 @pytest.mark.parametrize("position", [0, 1, 5, 7, 8, 20, 35])
@@ -278,9 +292,9 @@ def test_parse_checksum_has_no_pseudo_header() -> None:
 
 
 @pytest.mark.parametrize("length", [10, 19])
-def test_parse_hdrops_truncated_ipv4_header(length: int) -> None:
+def test_parse_truncated_ipv4_header_is_an_ip_drop(length: int) -> None:
     parsed = parse_ip(ipv4()[:length])
-    assert parsed.verdict is Verdict.HDROPS
+    assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.TOOSMALL)
     assert parsed.carp
 
 
@@ -291,16 +305,18 @@ def test_parse_truncated_before_protocol_is_not_carp(length: int) -> None:
 
 
 @pytest.mark.parametrize("ihl", [0, 4, 15])
-def test_parse_hdrops_bad_ihl(ihl: int) -> None:
+def test_parse_bad_ihl_is_an_ip_drop(ihl: int) -> None:
     packet = bytearray(ipv4())
     packet[0] = 0x40 | ihl
-    assert parse_ip(bytes(packet)).verdict is Verdict.HDROPS
+    parsed = parse_ip(bytes(packet))
+    assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.BADHLEN)
+    assert parsed.header is None
 
 
-def test_parse_hdrops_ip_length_below_header() -> None:
-    packet = bytearray(ipv4())
-    packet[2:4] = (12).to_bytes(2, "big")
-    assert parse_ip(bytes(packet)).verdict is Verdict.HDROPS
+def test_parse_ip_length_below_header_is_an_ip_drop() -> None:
+    parsed = parse_ip(with_total_length(ipv4(), 12))
+    assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.BADLEN)
+    assert parsed.header is None
 
 
 def test_parse_not_carp_other_protocol() -> None:
@@ -332,12 +348,14 @@ def test_parse_ipv6_extension_leading_elsewhere_is_not_carp() -> None:
     assert not parse_ip(bytes(packet)).carp
 
 
-def test_parse_ipv6_fragment_header_is_not_walked() -> None:
+def test_parse_ipv6_fragment_header_is_a_fragment() -> None:
     ip = bytearray(FRAME5[14:])
     packet = bytearray(ip[:40]) + bytes((112, 0)) + b"\x00" * 6 + ip[40:]
     packet[6] = 44
     packet[4:6] = (len(packet) - 40).to_bytes(2, "big")
-    assert not parse_ip(bytes(packet)).carp
+    parsed = parse_ip(bytes(packet))
+    assert parsed.carp
+    assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.FRAGMENT)
 
 
 def test_parse_ipv6_truncated_extension_is_not_carp() -> None:
@@ -350,8 +368,8 @@ def test_parse_ipv6_truncated_extension_is_not_carp() -> None:
 
 
 def test_parse_ipv6_short_fixed_header() -> None:
-    parsed = parse_ip(FRAME5[14:40])
-    assert parsed.verdict is Verdict.HDROPS
+    parsed = parse_ip(FRAME5[14:53])
+    assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.TOOSMALL)
     assert parsed.af == 6 and parsed.carp
 
 
@@ -380,7 +398,8 @@ def test_badver_from_a_crafted_packet() -> None:
 
 
 def test_verdict_values_are_carpstats_names() -> None:
-    from carp.stats import CarpStats
+    from carp.stats import CarpStats, IpDropStats
 
     names = set(CarpStats.names())
-    assert {v.value for v in Verdict} - {"accept"} <= names
+    assert {v.value for v in Verdict} - {"accept", "ipdrop"} <= names
+    assert {v.value for v in IpDrop} == set(IpDropStats.names())

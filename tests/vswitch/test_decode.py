@@ -185,12 +185,15 @@ def test_truncated_capture_keeps_what_it_has(
     assert code == 0
     assert [json.loads(line)["verdict"] for line in out.splitlines()] == ["accept"] * 10
     assert "truncated after 21 frames" in err and str(cut_header) in err
-    # the last advertisement's frame cut short: 50 of its 70 bytes remain
+    # the last advertisement's frame cut short: 50 of its 70 bytes remain, less than its IP
+    # length says, so ip_input would drop it
     cut_data = tmp_path / "cut-data.pcap"
     cut_data.write_bytes(data[: -58 - 20])
     code, out, _ = run(capsys, *argv, str(cut_data))
     assert code == 0
-    assert [json.loads(line)["verdict"] for line in out.splitlines()] == ["accept"] * 9 + ["badlen"]
+    rows = [json.loads(line) for line in out.splitlines()]
+    assert [r["verdict"] for r in rows] == ["accept"] * 9 + ["ipdrop"]
+    assert rows[-1]["ip_drop"] == "tooshort"
 
 
 # --- formats and link types --------------------------------------------------------------------
@@ -280,7 +283,7 @@ def test_each_rejection_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str
         eth4(ipv4(advert("other").pack())),  # 5 badauth
         eth4(ipv4(good, proto=17)),  # 6 not protocol 112: not listed
         build_frame(MAC4, SRC_MAC, 0x0806, bytes(28)),  # 7 ARP: not listed
-        eth4(ipv4(good)[:12]),  # 8 IPv4 header cut: hdrops
+        eth4(ipv4(good)[:12]),  # 8 IPv4 header cut: the IP layer drops it
     ]
     path = write_pcap(tmp_path / "mixed.pcap", frames)
     rows = run_json(capsys, "--pass", "secret", "--vip", "192.0.2.10", str(path))
@@ -292,8 +295,9 @@ def test_each_rejection_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str
         3: "badsum",
         4: "badver",
         5: "badauth",
-        8: "hdrops",
+        8: "ipdrop",
     }
+    assert [r["ip_drop"] for r in rows] == [None] * 6 + ["toosmall"]
     by_index = {r["index"]: r for r in rows}
     assert by_index[1]["ttl"] == 64
     assert by_index[3]["checksum_ok"] is False
@@ -367,3 +371,111 @@ def test_capture_without_protocol_112(tmp_path: Path, capsys: pytest.CaptureFixt
     assert out.splitlines()[0] == "1 frames, 0 protocol-112 packets: 0 carp, 0 vrrp, 0 other"
     assert "verdicts:" not in out
     assert run_json(capsys, str(path)) == []
+
+
+# --- the IP layer before carp ----------------------------------------------------------------
+
+
+def fix4(packet: bytes | bytearray) -> bytes:
+    raw = bytearray(packet)
+    raw[10:12] = b"\0\0"
+    raw[10:12] = inet_checksum(bytes(raw[:20])).to_bytes(2, "big")
+    return bytes(raw)
+
+
+def eth6(ip: bytes) -> bytes:
+    return build_frame(MAC6, SRC_MAC, 0x86DD, ip)
+
+
+def ipv6_with(kinds_and_bodies: list[tuple[int, bytes]]) -> bytes:
+    """An IPv6 advertisement behind extension headers (kind, bytes after next header/length)."""
+    packet = build_ipv6(IPv6Address("fe80::1"), advert().pack())
+    kinds = [kind for kind, _ in kinds_and_bodies] + [112]
+    chain = b"".join(
+        bytes((nxt, (len(body) + 2) // 8 - 1)) + body
+        for (_, body), nxt in zip(kinds_and_bodies, kinds[1:], strict=True)
+    )
+    fixed = bytearray(packet[:40])
+    fixed[6] = kinds[0]
+    fixed[4:6] = (len(chain) + 36).to_bytes(2, "big")
+    return bytes(fixed) + chain + packet[40:]
+
+
+def test_ip_layer_drops_are_reported_with_their_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = advert().pack()
+    bad_ip_sum = bytearray(ipv4(good))
+    bad_ip_sum[10] ^= 0x10
+    fragment = bytearray(ipv4(good))
+    fragment[6] = 0x20  # MF
+    padded = eth4(ipv4(good)) + bytes(12)
+    frames = [
+        eth4(bytes(bad_ip_sum)),  # 0
+        eth4(fix4(fragment)),  # 1
+        eth4(build_ipv4(IPv4Address("224.0.0.9"), GROUP4, good, 1)),  # 2 multicast source
+        eth4(build_ipv4(SRC4, IPv4Address("198.51.100.77"), good, 1)),  # 3 not ours
+        eth4(build_ipv4(SRC4, IPv4Address("192.0.2.1"), good, 1)),  # 4 ours (--local)
+        padded,  # 5 Ethernet padding after the IP length
+        eth6(ipv6_with([(0, bytes((5, 2, 0, 0, 1, 0))), (60, bytes((1, 4, 0, 0, 0, 0)))])),  # 6
+        eth6(ipv6_with([(44, bytes(6))])),  # 7 a fragment header
+        eth6(ipv6_with([(43, bytes((0, 1, 0, 0, 0, 0)))])),  # 8 RH0
+    ]
+    path = write_pcap(tmp_path / "ip.pcap", frames)
+    argv = ["--pass", "secret", "--vip", "192.0.2.10", "--local", "192.0.2.1"]
+    rows = run_json(capsys, *argv, str(path))
+    got = {r["index"]: (r["verdict"], r["ip_drop"]) for r in rows}
+    assert got == {
+        0: ("ipdrop", "badsum"),
+        1: ("ipdrop", "fragment"),
+        2: ("ipdrop", "badsrc"),
+        3: ("ipdrop", "notours"),
+        4: ("accept", None),
+        5: ("accept", None),
+        6: ("accept", None),
+        7: ("ipdrop", "fragment"),
+        8: ("ipdrop", "badoptions"),
+    }
+    by_index = {r["index"]: r for r in rows}
+    assert "checksum" in by_index[0]["reason"] and by_index[4]["reason"] is None
+    assert by_index[6]["vhid"] == 1 and by_index[6]["hmac"] == "ok"
+    assert by_index[0]["vhid"] == 1  # the CARP header is still shown
+    assert all(r["dst_checked"] for r in rows)
+    code, out, _ = run(capsys, *argv, str(path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[1].endswith("-> ipdrop:fragment (a fragment: carp never reassembles)")
+    assert "ipdrop:fragment 2" in lines[-1] and "ipdrop:notours 1" in lines[-1]
+    assert "accept 3" in lines[-1]
+
+
+def test_destination_unchecked_without_local(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    frames = [
+        eth4(build_ipv4(SRC4, IPv4Address("198.51.100.77"), advert().pack(), 1)),
+        eth4(build_ipv4(SRC4, GROUP4, advert().pack(), 1)),
+    ]
+    path = write_pcap(tmp_path / "unicast.pcap", frames)
+    rows = run_json(capsys, "--vip", "192.0.2.10", "--pass", "secret", str(path))
+    assert [(r["verdict"], r["dst_checked"]) for r in rows] == [("accept", False)] * 2
+    code, out, _ = run(capsys, "--vip", "192.0.2.10", "--pass", "secret", str(path))
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].endswith("-> accept (destination unchecked)")
+    assert lines[1].endswith("-> accept")  # 224.0.0.18 is always ours
+    assert any(line.startswith("destination unchecked (no --local)") for line in lines)
+    # a multicast --local is a joined group (a multicast carppeer); other groups are not ours
+    group = IPv4Address("239.1.1.1")
+    frames = [eth4(build_ipv4(SRC4, g, advert().pack(), 1)) for g in (group, GROUP4)]
+    frames.append(eth4(build_ipv4(SRC4, IPv4Address("239.1.1.2"), advert().pack(), 1)))
+    path = write_pcap(tmp_path / "groups.pcap", frames)
+    rows = run_json(capsys, "--local", "239.1.1.1", str(path))
+    assert [r["ip_drop"] for r in rows] == [None, None, "notours"]
+
+
+def test_every_ip_drop_has_a_reason_text() -> None:
+    from carp.wire import IpDrop
+    from vswitch.decode import IP_DROP_TEXT
+
+    assert set(IP_DROP_TEXT) == set(IpDrop)
