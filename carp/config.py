@@ -9,7 +9,7 @@ as `path: message (fix)` (carp/configerrors.py).
 
 from collections.abc import Mapping
 from ipaddress import IPv4Interface, IPv6Interface
-from typing import Annotated, Any, Self
+from typing import Annotated, Any, Self, cast
 
 from pydantic import (
     BaseModel,
@@ -41,7 +41,7 @@ from carp.configtypes import (
     repeats_at,
 )
 from carp.constants import CARP_MAXNODES, Balancing
-from carp.ifconfig import ParsedIfconfig, parse_ifconfig
+from carp.ifconfig_fold import ParsedIfconfig, default_balancing, parse_ifconfig
 from carp.params import CarpIfParams, CarpNodeParams, Sysctls
 
 
@@ -136,8 +136,8 @@ class CarpConfig(Model):
             self.carpnodes = [CarpNode(vhid=self.vhid, advskew=self.advskew or 0)]
         nodes = sorted(self.carpnodes or [], key=lambda node: node.vhid)  # §6.1: sorted by vhid
         self.carpnodes, self.vhid, self.advskew = nodes, None, None
-        if self.balancing is None:  # §6.1 defaults: one vhid -> none, several -> ip
-            self.balancing = "none" if len(nodes) == 1 else "ip"
+        if self.balancing is None:  # §6.1 defaults, as a fresh carpN gets them from ifconfig
+            self.balancing = cast(BalancingLabel, default_balancing(len(nodes), None))
         return self
 
     @property
@@ -175,7 +175,7 @@ _ADVSKEW_WITH_CARPNODES = (
 
 
 def expand_ifconfig(data: Any) -> tuple[Any, dict[str, ParsedIfconfig], list[str]]:
-    """Replace every `ifconfig = ...` carp section by the key form it sets (carp/ifconfig.py).
+    """Replace every `ifconfig = ...` carp section by the key form it sets (carp/ifconfig_fold.py).
 
     Returns the new data, the parse of each such section (its origins), and the syntax errors.
     """
@@ -202,8 +202,7 @@ def expand_ifconfig(data: Any) -> tuple[Any, dict[str, ParsedIfconfig], list[str
         result = parse_ifconfig(lines)
         for error in result.errors:
             where = base if error.line is None else f"{base}[{error.line}]"
-            prefix = f"{error.word.where()}: " if error.word else ""
-            errors.append(f"{where}: {prefix}{error.message}")
+            errors.append(f"{where}: {error.text()}")
         parsed[str(name)] = result
         carps[name] = result.fields
     return {**data, "carp": carps}, parsed, errors

@@ -2,7 +2,8 @@
 
 Paths are dotted keys with list indexes (`carp.carp0.carpnodes[1].advskew`). Inside a carp
 interface written as ifconfig lines the path names the line and the word that set the value
-(`carp.carp0.ifconfig[1]: word 3 'advbase 300': ...`), found through the parser's origins.
+(`carp.carp0.ifconfig[1]: word 3 'advbase 300': ...`), found through the fold's origins; a
+runtime `vswitch ifconfig` change reads the same without the path (`in_ifconfig`).
 """
 
 import difflib
@@ -14,7 +15,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from carp.ifconfig import Loc, ParsedIfconfig, Word
+from carp.ifconfig_fold import ParsedIfconfig
+from carp.ifconfig_words import Loc, Word
 
 
 class ConfigError(Exception):
@@ -123,32 +125,49 @@ def _origin(origins: Mapping[Loc, Word], rest: Loc) -> tuple[Word | None, bool]:
     return None, False
 
 
+def _at_word(rest: Loc, message: str, origins: Mapping[Loc, Word]) -> tuple[int | None, str]:
+    """`word 3 'advbase 300': message` (or `field: message` when no word set it), and its line."""
+    word, exact = _origin(origins, rest)
+    if word is None:
+        return None, f"{path(rest) + ': ' if rest else ''}{message}"
+    # name the field only where the word alone does not say it (one entry of carpnodes)
+    detailed = not exact or (word.text.startswith("carpnodes ") and len(rest) > 1)
+    return word.line, f"{word.where()}: {path(rest) + ': ' if detailed else ''}{message}"
+
+
 def render(loc: Loc, message: str, parsed: Mapping[str, ParsedIfconfig]) -> str:
     """`path: message`; inside an ifconfig section the path names the line and the word."""
     if len(loc) < 2 or loc[0] != "carp" or str(loc[1]) not in parsed:
         return f"{path(loc) or 'config'}: {message}"
-    rest = tuple(loc[2:])
-    word, exact = _origin(parsed[str(loc[1])].origins, rest)
+    line, text = _at_word(tuple(loc[2:]), message, parsed[str(loc[1])].origins)
     base = f"carp.{key(loc[1])}.ifconfig"
-    if word is None:
-        return f"{base}: {path(rest) + ': ' if rest else ''}{message}"
-    if word.line is not None:
-        base += f"[{word.line}]"
-    # name the field only where the word alone does not say it (one entry of carpnodes)
-    detailed = not exact or (word.text.startswith("carpnodes ") and len(rest) > 1)
-    return f"{base}: {word.where()}: {path(rest) + ': ' if detailed else ''}{message}"
+    return f"{base}{'' if line is None else f'[{line}]'}: {text}"
+
+
+def _details(root: type[BaseModel], error: ValidationError) -> list[tuple[Loc, str]]:
+    """Every problem of a validation of `root`: where, and the message."""
+    found: list[tuple[Loc, str]] = []
+    for detail in error.errors():
+        loc = tuple(detail["loc"])
+        if detail["type"] == "vswitch_many":
+            found += [
+                (loc + tuple(rel), text) for rel, text in (detail.get("ctx") or {})["problems"]
+            ]
+        else:
+            found.append((loc, _message(root, detail)))
+    return found
 
 
 def rendered(
     root: type[BaseModel], error: ValidationError, parsed: Mapping[str, ParsedIfconfig]
 ) -> list[str]:
     """Every error of a validation of `root`, rendered."""
-    lines: list[str] = []
-    for detail in error.errors():
-        loc = tuple(detail["loc"])
-        if detail["type"] == "vswitch_many":
-            for relative, message in (detail.get("ctx") or {})["problems"]:
-                lines.append(render(loc + tuple(relative), message, parsed))
-        else:
-            lines.append(render(loc, _message(root, detail), parsed))
-    return lines
+    return [render(loc, message, parsed) for loc, message in _details(root, error)]
+
+
+def in_ifconfig(
+    root: type[BaseModel], error: ValidationError, origins: Mapping[Loc, Word]
+) -> list[str]:
+    """Every error of a validation of one carp interface (`root`) set by an ifconfig command,
+    as the file would name it minus the file path (`word 1 'advskew 300': ...`)."""
+    return [_at_word(loc, message, origins)[1] for loc, message in _details(root, error)]

@@ -2,7 +2,7 @@
 
 Validators raise `problem(message, fix)`, rendered as `path: message (fix)`; a validator finding
 several faults raises `problems([(relative path, message), ...])`. Numbers may come as strings
-because ifconfig words are strings (carp/ifconfig.py); TOML gives them typed.
+because ifconfig words are strings (carp/ifconfig_words.py); TOML gives them typed.
 """
 
 import re
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BeforeValidator
 from pydantic_core import PydanticCustomError
 
-from carp.ifconfig import Loc, split_carpnodes
+from carp.ifconfig_words import Loc, split_carpnodes
 
 IFNAMSIZ = 16  # Linux and OpenBSD: names are at most 15 bytes plus the NUL
 

@@ -1,8 +1,23 @@
-"""The ifconfig / hostname.if line parser (protocol.md §9)."""
+"""The ifconfig grammar and its two folds (protocol.md §9): a config file's ifconfig lines, and
+`vswitch ifconfig carpN ...` applied to a running interface (tests/carp/test_ifconfig_table.py
+checks that both agree option by option)."""
+
+import re
+from ipaddress import IPv4Address, IPv4Interface, IPv6Interface
 
 import pytest
 
-from carp.ifconfig import Word, parse_ifconfig, split_carpnodes
+from carp.constants import Balancing, State
+from carp.ifconfig import (
+    IfconfigChange,
+    Word,
+    apply_params,
+    parse_change,
+    parse_demote,
+    parse_ifconfig,
+    split_carpnodes,
+)
+from carp.params import CarpIfParams, CarpNodeParams
 
 # protocol.md §9.2, host A (two lines), host B and the load-balanced pair
 HOST_A = [
@@ -25,9 +40,11 @@ def test_hostname_if_host_a() -> None:
     assert parsed.fields == {
         "carpdev": "em0",
         "pass": "s3cret",
+        "balancing": "none",  # §6.1: the line set a one-vhid list
         "addresses": ["192.0.2.10/255.255.255.0", "2001:db8::10/64"],
         "carpnodes": [{"vhid": "10", "advskew": "0"}],
     }
+    assert ("balancing",) not in parsed.origins  # a default: no word to blame
     assert parsed.origins[("addresses", 1)] == Word(1, 2, "2001:db8::10 64")
     assert parsed.origins[("carpnodes", 0, "advskew")] == Word(0, 11, "advskew 0")
     assert parsed.origins[("carpdev",)] == Word(0, 7, "carpdev em0")
@@ -69,6 +86,7 @@ def test_design_example_bare_address() -> None:
         ("inet 192.0.2.10 0xffffff00 NONE vhid 1", "192.0.2.10/255.255.255.0"),
         ("inet 192.0.2.10 netmask 255.255.255.128 vhid 1", "192.0.2.10/255.255.255.128"),
         ("vhid 1 192.0.2.10 netmask 0xffff0000", "192.0.2.10/255.255.0.0"),
+        ("inet 192.0.2.10 0x0 vhid 1", "192.0.2.10/0.0.0.0"),  # inet_aton: one number, any length
         ("inet 192.0.2.10/24 192.0.2.255 vhid 1", "192.0.2.10/24"),
         ("inet6 2001:db8::10 vhid 1", "2001:db8::10/64"),
         ("inet6 2001:db8::10 prefixlen 48 vhid 1", "2001:db8::10/48"),
@@ -251,3 +269,239 @@ def test_split_carpnodes_rejects(text: str) -> None:
     result = split_carpnodes(text)
     assert isinstance(result, str)
     assert "is not vhid:advskew" in result
+
+
+def balancing(lines: list[str]) -> object:
+    return parse_ifconfig(lines).fields["balancing"]
+
+
+def test_balancing_default_applies_per_line_when_the_vhid_list_changes() -> None:
+    # §6.1 carp_vhids_ioctl, as netstart feeds each line to ifconfig: a new one-vhid list forces
+    # none, a new longer one turns none into ip; an explicit balancing on the line wins
+    assert balancing(["carpnodes 1:0,2:0 balancing arp", "vhid 3"]) == "none"
+    assert balancing(["vhid 1 balancing arp", "vhid 1"]) == "arp"  # the same list
+    assert balancing(["balancing NONE", "carpnodes 1:0,2:0"]) == "ip"
+    assert balancing(["vhid 1 balancing arp", "vhid 2 balancing arp"]) == "arp"
+    kept = parse_ifconfig(["carpnodes 1:0,2:0 balancing ip-stealth", "carpnodes 1:0,2:0,3:0"])
+    assert kept.fields["balancing"] == "ip-stealth"
+    assert kept.origins[("balancing",)] == Word(0, 3, "balancing ip-stealth")
+
+
+def test_the_leader_is_the_lowest_vhid() -> None:
+    parsed = parse_ifconfig(["carpnodes 2:100,1:0", "advskew 50", "vhid 9"])
+    assert parsed.fields["carpnodes"] == [{"vhid": "9", "advskew": "50"}]
+    assert parsed.origins[("carpnodes", 0, "advskew")] == Word(1, 1, "advskew 50")
+
+
+def test_alias_needs_an_address() -> None:
+    assert messages("vhid 1 -alias") == ["-alias needs an address on the same line"]
+
+
+# ---- `vswitch ifconfig carpN ...`: parse_change and apply_params ----
+
+
+def base(**kw: object) -> CarpIfParams:
+    values: dict[str, object] = {
+        "name": "carp0",
+        "carpdev": "lan0",
+        "addresses": (IPv4Interface("192.0.2.10/24"),),
+        "carpnodes": (CarpNodeParams(1, 0),),
+    }
+    values.update(kw)
+    return CarpIfParams(**values)  # type: ignore[arg-type]
+
+
+def apply(params: CarpIfParams, words: str) -> CarpIfParams:
+    return apply_params(params, parse_change(words.split()))
+
+
+def test_no_operation_gives_the_same_interface() -> None:
+    # the running interface survives the trip through the key form and CarpConfig
+    params = base(
+        carpdev="",
+        addresses=(IPv4Interface("192.0.2.10/24"), IPv6Interface("2001:db8::10/64")),
+        carpnodes=(CarpNodeParams(1, 10), CarpNodeParams(2, 100)),
+        advbase=3,
+        passphrase=b"s3cret",
+        balancing=Balancing.IP_UNICAST,
+        carppeer=IPv4Address("198.51.100.7"),
+        groups=("carp", "gateway"),
+        lladdr=bytes.fromhex("02005e00010a"),
+        admin_up=False,
+    )
+    assert apply_params(params, IfconfigChange()) == params
+
+
+@pytest.mark.parametrize(
+    ("words", "address"),
+    [
+        ("192.0.2.20/24", "192.0.2.20/24"),
+        ("inet 192.0.2.20 255.255.255.0", "192.0.2.20/24"),
+        ("inet 192.0.2.20 netmask 0xffffff80", "192.0.2.20/25"),
+        ("inet 192.0.2.20 255.255.255.0 192.0.2.255", "192.0.2.20/24"),
+        ("inet 192.0.2.20 255.255.255.0 NONE", "192.0.2.20/24"),
+        ("inet 192.0.2.20/24 broadcast 192.0.2.255", "192.0.2.20/24"),
+        ("inet6 2001:db8::10 64", "2001:db8::10/64"),
+        ("inet6 2001:db8::10 prefixlen 48", "2001:db8::10/48"),
+        ("inet6 2001:db8::10", "2001:db8::10/64"),
+        ("2001:db8::10/96", "2001:db8::10/96"),
+    ],
+)
+def test_runtime_address_forms(words: str, address: str) -> None:
+    new = apply(base(addresses=(IPv4Interface("192.0.2.10/24"),)), words)
+    expected = IPv4Interface(address) if ":" not in address else IPv6Interface(address)
+    assert new.addresses[-1] == expected
+    assert len(new.addresses) == (1 if isinstance(expected, IPv4Interface) else 2)
+
+
+def test_change_splits_runtime_parts_from_parameters() -> None:
+    change = parse_change(["state", "backup", "down"])
+    assert change == IfconfigChange(state=State.BACKUP, admin_up=False)
+    assert not change.changes_params
+    words = "inet 192.0.2.20 255.255.255.0 NONE vhid 10 state MASTER up"
+    change = parse_change(words.split())
+    assert (change.state, change.admin_up, change.changes_params) == (State.MASTER, True, True)
+    assert parse_change(["-carppeer"]).changes_params
+
+
+def test_options_apply_together() -> None:
+    words = "inet 192.0.2.20 255.255.255.0 NONE vhid 10 carpdev em0 pass s3cret advskew 100"
+    new = apply(base(), words)
+    assert new.addresses == (IPv4Interface("192.0.2.20/24"),)
+    assert new.carpnodes == (CarpNodeParams(10, 100),)
+    assert (new.carpdev, new.passphrase) == ("em0", b"s3cret")
+    words = "carpnodes 2:100,1:0 advbase 0 balancing ip-stealth carppeer 198.51.100.7 group lab"
+    new = apply(base(), words)
+    assert new.carpnodes == (CarpNodeParams(1, 0), CarpNodeParams(2, 100))
+    assert (new.advbase, new.balancing) == (0, Balancing.IP_STEALTH)
+    assert (new.carppeer, new.groups) == (IPv4Address("198.51.100.7"), ("carp", "lab"))
+
+
+@pytest.mark.parametrize(
+    ("words", "message"),
+    [
+        ("vhid 0", "word 1 'vhid 0': 0 is out of range 1..255"),
+        ("vhid", "word 1 'vhid': vhid needs a value (vhid VALUE)"),
+        ("advskew 255", "word 1 'advskew 255': 255 is out of range 0..254"),
+        ("advbase x", "word 1 'advbase x': 'x' is not a whole number"),
+        ("balancing carp", "word 1 'balancing carp': 'carp' is not one of none, arp"),
+        ("carppeer 2001:db8::1", "2001:db8::1 is IPv6; carppeer is IPv4 only"),
+        ("state sleepy", "word 1 'state sleepy': 'sleepy' is not one of init, backup, master"),
+        ("frobnicate", "word 1 'frobnicate': unknown option or address 'frobnicate'"),
+        ("advskw 3", "word 1 'advskw': unknown option or address 'advskw' (did you mean advskew?)"),
+        ("lladdr 02:00", "word 1 'lladdr 02:00': '02:00' is not a MAC address"),
+        ("192.0.2.10", "word 1 '192.0.2.10': '192.0.2.10' has no prefix length"),
+        ("inet 2001:db8::1/64", "'2001:db8::1/64' is not an inet address (use inet6)"),
+        ("inet6 192.0.2.1/24", "'192.0.2.1/24' is not an inet6 address (use inet)"),
+        ("inet", "word 1 'inet': inet without an address"),
+        ("inet gateway", "word 2 'gateway': unknown option or address 'gateway'"),
+        ("inet 192.0.2.1 255.0.255.0", "'192.0.2.1/255.0.255.0' is not an IPv4 or IPv6 address"),
+        ("inet 192.0.2.1 netmask 0xzz", "word 3 'netmask 0xzz': '0xzz' is not an IPv4 netmask"),
+        ("192.0.2.1/24 192.0.2.2/24", "word 2 '192.0.2.2/24': a second address on one line"),
+        ("alias", "word 1 'alias': alias needs an address on the same line"),
+        ("netmask 255.255.255.0", "netmask needs an address earlier on the same line"),
+        ("192.0.2.1/33", "'192.0.2.1/33' is not an IPv4 or IPv6 address with a prefix"),
+        ("carpnodes 1:0,1:5", "carpnodes[1].vhid: vhid 1 is already used by [0]"),
+        ("carpnodes 1-0", "word 1 'carpnodes 1-0': entry 0 '1-0' is not vhid:advskew"),
+        ("carpnodes 1:255", "carpnodes[0].advskew: 255 is out of range 0..254"),
+        ("192.0.2.99/24 delete", "word 1 '192.0.2.99/24': not an address of this interface"),
+        ("-group lab", "word 1 '-group lab': not a member of group 'lab'"),
+        ("-group carp", "word 1 '-group carp': every carp interface stays in group carp"),
+        ("192.0.2.10/24 delete", "addresses: a carp interface needs at least one address"),
+    ],
+)
+def test_runtime_refusals_name_the_word(words: str, message: str) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        apply(base(), words)
+
+
+def test_too_many_carpnodes() -> None:
+    text = ",".join(f"{v}:0" for v in range(1, 34))
+    with pytest.raises(ValueError, match=r"33 carpnodes, at most 32 \(CARP_MAXNODES\)"):
+        apply(base(), f"carpnodes {text}")
+    assert len(apply(base(), f"carpnodes {text.rsplit(',', 1)[0]}").carpnodes) == 32
+
+
+def test_parse_demote() -> None:
+    assert parse_demote("carpdemote", None) == 1
+    assert parse_demote("carpdemote", "50") == 50
+    assert parse_demote("-carpdemote", "50") == -50
+    assert parse_demote("-carpdemote", None) == -1
+    with pytest.raises(ValueError, match=r"carpdemote 129: 129 is out of range 0\.\.128"):
+        parse_demote("carpdemote", "129")
+    with pytest.raises(ValueError, match="'x' is not a whole number"):
+        parse_demote("-carpdemote", "x")
+    with pytest.raises(ValueError, match="expected carpdemote"):
+        parse_demote("demote", None)
+
+
+def test_vhid_keeps_leader_advskew_and_forces_none() -> None:
+    params = base(carpnodes=(CarpNodeParams(1, 50), CarpNodeParams(2, 0)), balancing=Balancing.IP)
+    new = apply(params, "vhid 7")
+    assert new.carpnodes == (CarpNodeParams(7, 50),)
+    assert new.balancing is Balancing.NONE  # section 6.1: one vhid forces none
+
+
+def test_carpnodes_turn_none_into_ip_but_keep_explicit_modes() -> None:
+    assert apply(base(), "carpnodes 1:0,2:100").balancing is Balancing.IP
+    unicast = base(balancing=Balancing.IP_UNICAST)
+    assert apply(unicast, "carpnodes 1:0,2:100").balancing is Balancing.IP_UNICAST
+    assert apply(base(), "carpnodes 1:0,2:100 balancing none").balancing is Balancing.NONE
+    assert apply(base(), "balancing none carpnodes 1:0,2:100").balancing is Balancing.NONE
+
+
+def test_unchanged_vhid_set_keeps_balancing() -> None:
+    # carp_vhids_ioctl compares the vhids only: new advskews are no new list
+    params = base(balancing=Balancing.ARP)
+    assert apply(params, "vhid 1").balancing is Balancing.ARP
+    new = apply(params, "carpnodes 1:5")
+    assert (new.carpnodes, new.balancing) == ((CarpNodeParams(1, 5),), Balancing.ARP)
+
+
+def test_advskew_sets_the_leader() -> None:
+    params = base(carpnodes=(CarpNodeParams(1, 0), CarpNodeParams(2, 100)))
+    assert apply(params, "advskew 20").carpnodes == (CarpNodeParams(1, 20), CarpNodeParams(2, 100))
+    new = apply(params, "carpnodes 4:6,3:5 advskew 9")
+    assert new.carpnodes == (CarpNodeParams(3, 9), CarpNodeParams(4, 6))
+    with pytest.raises(ValueError, match=re.escape("vhid: missing (add vhid = 1")):
+        apply(base(carpnodes=()), "advskew 1")
+
+
+def test_scalar_options_apply() -> None:
+    params = base(carppeer=IPv4Address("198.51.100.7"), groups=("carp", "lab"))
+    words = "advbase 3 pass other balancing arp carpdev lan1 group uplink -group lab -carppeer"
+    new = apply(params, words)
+    assert (new.advbase, new.passphrase, new.balancing) == (3, b"other", Balancing.ARP)
+    assert (new.carpdev, new.groups, new.carppeer) == ("lan1", ("carp", "uplink"), None)
+    assert apply(base(), "lladdr 02:00:5e:00:01:0a").lladdr == bytes.fromhex("02005e00010a")
+
+
+def test_addresses_apply() -> None:
+    params = base(addresses=(IPv4Interface("192.0.2.10/24"), IPv6Interface("2001:db8::10/64")))
+    replaced = apply(params, "192.0.2.20/24").addresses
+    assert replaced == (IPv4Interface("192.0.2.20/24"), IPv6Interface("2001:db8::10/64"))
+    added = apply(params, "192.0.2.20/24 alias").addresses
+    assert added[-1] == IPv4Interface("192.0.2.20/24") and len(added) == 3
+    prefix = apply(params, "192.0.2.10/25 alias").addresses
+    assert prefix[0] == IPv4Interface("192.0.2.10/25") and len(prefix) == 2
+    gone = apply(params, "2001:db8::10/64 -alias").addresses
+    assert gone == (IPv4Interface("192.0.2.10/24"),)
+    only_v6 = base(addresses=(IPv6Interface("2001:db8::10/64"),))
+    assert apply(only_v6, "192.0.2.30/24").addresses[-1] == IPv4Interface("192.0.2.30/24")
+
+
+def test_every_problem_is_reported_and_nothing_is_applied() -> None:
+    params = base()
+    with pytest.raises(ValueError) as refused:
+        apply(params, "advbase 300 -group lab balancing ipp")
+    assert str(refused.value) == (
+        "word 3 '-group lab': not a member of group 'lab'; "
+        "word 1 'advbase 300': 300 is out of range 0..254; "
+        "word 5 'balancing ipp': 'ipp' is not one of none, arp, ip, ip-unicast, ip-stealth"
+    )
+    with pytest.raises(ValueError) as unknown:
+        parse_change(["vhd", "1", "stat", "master"])
+    assert str(unknown.value) == (
+        "word 1 'vhd': unknown option or address 'vhd' (did you mean vhid?); "
+        "word 3 'stat': unknown option or address 'stat' (did you mean state?)"
+    )

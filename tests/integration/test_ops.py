@@ -327,7 +327,8 @@ def test_ifconfig_status_lines(ops: Ops) -> None:
     assert "\tcarp: BACKUP carpdev wan0 vhid 2 advbase 1 advskew 100" in b
     assert b.count("\tstatus: backup") == 2
     wrong = vswitch("ifconfig", "-s", ops.a.socket_path, "carp0", "advskew", "255")
-    assert wrong.returncode == 1 and "advskew 255: out of range 0..254" in wrong.stderr
+    assert wrong.returncode == 1
+    assert "word 1 'advskew 255': 255 is out of range 0..254" in wrong.stderr
     missing = vswitch("ifconfig", "-s", ops.a.socket_path, "carp7")
     assert missing.returncode == 1 and "carp7: no such carp interface" in missing.stderr
 

@@ -17,7 +17,7 @@ from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import NodeThread
 from vswitch.cli import main
-from vswitch.ctl.client import NodeUnavailable, find_socket
+from vswitch.ctl.client import ControlClient, EventReader, NodeUnavailable, find_socket
 from vswitch.ctl.status import CLEAR, duration, watch
 
 
@@ -115,7 +115,7 @@ def test_ifconfig_show_and_change(served: NodeThread, capsys: pytest.CaptureFixt
 
 def test_ifconfig_errors(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(served, "ifconfig", "carp0", "vhid", "0") == 1
-    assert capsys.readouterr().err == "vswitch: vhid 0: out of range 1..255\n"
+    assert capsys.readouterr().err == "vswitch: word 1 'vhid 0': 0 is out of range 1..255\n"
     assert cli(served, "ifconfig", "carp5") == 1
     assert "carp5: no such carp interface" in capsys.readouterr().err
 
@@ -275,3 +275,58 @@ def test_no_node_running(sockdir: str, capsys: pytest.CaptureFixture[str]) -> No
     s.close()
     assert main(["reload", "-s", dead]) == 1
     assert "(connection refused)" in capsys.readouterr().err
+
+
+# ---- the client as a library (the namespace lab) ----
+
+
+def test_event_reader_hands_events_over_from_its_thread(served: NodeThread) -> None:
+    got: list[dict[str, object]] = []
+    with EventReader(served.server.path, got.append) as reader:
+        # subscribed when the constructor returns: nothing after it is missed
+        assert served.do(lambda: served.node.bus.subscribers) == 1
+        served.do(lambda: served.node.force("carp0", State.BACKUP, Reason.PREEMPTED))
+        served.do(lambda: served.node.bus.publish_link(3.0, "lan0", "vm1", False))
+        poll(lambda: len(got) == 2, "two events")
+        assert [(e["type"], e["seq"]) for e in got] == [("state", 1), ("link", 2)]
+    poll(lambda: served.do(lambda: served.node.bus.subscribers) == 0, "the unsubscription")
+    assert not reader._thread.is_alive()
+
+
+def test_event_reader_ends_when_the_node_closes_the_stream(served: NodeThread) -> None:
+    carpnodes = sum(len(c["carpnodes"]) for c in served.do(served.node.status)["carp"])
+    got: list[dict[str, object]] = []
+    reader = EventReader(served.server.path, got.append, snapshot=True)
+    poll(lambda: len(got) == carpnodes, "the snapshot")
+    served.call(served.server.close())
+    reader._thread.join(10)
+    assert not reader._thread.is_alive()
+    reader.close()  # after the node went: nothing to wake, no error
+    assert [e["type"] for e in got] == ["snapshot"] * carpnodes
+
+
+def test_event_reader_refused_raises_in_the_constructor(sockdir: str) -> None:
+    with pytest.raises(NodeUnavailable, match="no such socket"):
+        EventReader(os.path.join(sockdir, "none.sock"), print)
+
+
+def test_a_garbled_answer_is_a_clear_error(sockdir: str) -> None:
+    path = os.path.join(sockdir, "garbled.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(1024)
+            conn.sendall(b"not json\n")
+
+    thread = threading.Thread(target=answer)
+    thread.start()
+    try:
+        with ControlClient(path) as client, pytest.raises(NodeUnavailable, match="unexpected"):
+            client.request("status")
+    finally:
+        thread.join(10)
+        server.close()
