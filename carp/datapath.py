@@ -12,7 +12,7 @@ after every batch of actions, so the common case costs a few slices and one dict
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Protocol
 
@@ -21,6 +21,7 @@ from carp.actions import Action, Deliver, Transmit, TxKind
 from carp.balance import arp_choice, arp_hash, lsdrop_keep, source_mac, tap_mac
 from carp.constants import IPPROTO_CARP, Balancing, State
 from carp.params import CarpDev
+from carp.wire import IPV6_EXTENSIONS, parse_ip
 
 _IP4 = b"\x08\x00"
 _IP6 = b"\x86\xdd"
@@ -33,6 +34,7 @@ _OP_REQUEST = l2.ARPOP_REQUEST.to_bytes(2, "big")
 _OP_REPLY = l2.ARPOP_REPLY.to_bytes(2, "big")
 _UNSPECIFIED = bytes(16)
 _HOPOPTS = b"\x00"
+_IP6_EXTENSIONS = frozenset(bytes((n,)) for n in IPV6_EXTENSIONS)
 # kernel chatter of the carp TAP the segment must not see: MLD (130-132, 143) and RS (133)
 _ICMP6_NOISE = frozenset((130, 131, 132, 133, 143))
 _ARP_SRC_CACHE_MAX = 4096
@@ -106,6 +108,10 @@ class DataPathStats:
     kernel_answers: int = 0  # the kernel's ARP replies / NAs / announcements for a VIP, dropped
     unreach: int = 0  # refused output while not allowed to send (ENETUNREACH)
     noise: int = 0  # MLD / RS / DAD from the carp TAP, dropped
+
+    def as_dict(self) -> dict[str, int]:
+        """Every counter by its field name (stable: status keys and metric labels)."""
+        return asdict(self)
 
 
 @dataclass(slots=True)
@@ -238,7 +244,8 @@ class DataPath:
                 return self._host.receive(now, carpdev, frame[14:])
         elif ethertype == _IP6:
             nxt = frame[20:21]
-            if nxt == _CARP:
+            # (a) as for IPv4; behind extension headers only when their chain leads to 112
+            if nxt == _CARP or (nxt in _IP6_EXTENSIONS and parse_ip(frame[14:]).carp):
                 return self._host.receive(now, carpdev, frame[14:])
             if nxt == _ICMP6 and frame[54:55] == _NS:
                 t = self._tables.get(carpdev)

@@ -9,6 +9,13 @@ Offload (virtio-net headers, TSO) is decided per switch when it is added: `offlo
 on when this kernel supports it for both port kinds (TUNGETFEATURES has IFF_VNET_HDR and
 AF_PACKET takes PACKET_VNET_HDR), since a port of either kind may join the switch later; every
 port of the switch then uses it (tap-io.md: on every port or on none).
+
+Accounting (`counters()`): every frame read from a port is forwarded (queued to at least one
+port, claimed by the node's special hook, or answered by a hook) or dropped with one reason of
+RX_DROPS, so per port rx_packets == forwarded + sum(RX_DROPS). Frames lost before they could be
+read (LOST_DROPS: the kernel's drops, failed reads) and copies for a port that were not written
+(TX_DROPS) are counted by reason beside them. Drops are counted on their own paths only: a
+switched frame costs no counting beyond the per-batch rx_packets/rx_bytes.
 """
 
 import asyncio
@@ -17,7 +24,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from vswitch import netlink, raw, tap
 from vswitch.fwd import DEFAULT_AGEING, Port, Switch
@@ -26,6 +33,13 @@ from vswitch.port import READ_BATCH, DevicePort
 from vswitch.status import PortStatus, SwitchStatus
 
 VNET_HDR_LEN = 10  # the one size both TAPs and AF_PACKET accept
+KERNEL_POLL = 10.0  # seconds between reads of kernel counters that reset on read or wrap
+
+# drop reasons: stable names (status keys, the `reason` label of metrics)
+LOST_DROPS = ("rx_kernel", "rx_error")  # never read: the kernel's drops, failed reads
+RX_DROPS = ("malformed", "oversize", "gso", "filtered", "same_port", "no_dest")  # read, dropped
+TX_DROPS = ("tx_full", "no_link", "tx_error")  # copies for the port, not written
+DROP_REASONS = LOST_DROPS + RX_DROPS + TX_DROPS
 
 LinkCallback = Callable[[str, str, bool], None]
 """(switch, port, up)"""
@@ -33,6 +47,80 @@ LinkCallback = Callable[[str, str, bool], None]
 
 def offload_supported() -> bool:
     return tap.vnet_hdr_supported() and raw.vnet_hdr_supported()
+
+
+class Counts(TypedDict):
+    """Frame accounting of a port, or summed over a switch's ports."""
+
+    rx_packets: int  # frames read
+    rx_bytes: int  # their Ethernet bytes (virtio-net headers not included)
+    forwarded: int  # rx_packets minus the RX_DROPS
+    tx_packets: int  # frames written
+    tx_bytes: int
+    kernel_packets: int  # frames the kernel offered the port: read, waiting, or rx_kernel
+    drops: dict[str, int]  # every reason of DROP_REASONS, in that order
+
+
+class PortCounts(Counts):
+    type: str  # the role given when attached ("host", "carp"), else "tap" / "raw"
+    kernel: bool  # one of the node's own kernel interfaces
+    link: bool
+
+
+class SwitchCounts(TypedDict):
+    mode: str  # "learning" | "hub"
+    offload: bool
+    macs: int  # learned MAC entries
+    table_full: int  # sources not learned, table full (the frames were still switched)
+    bad_emits: int  # hook output naming an unknown port
+    ports: dict[str, PortCounts]
+    total: Counts  # the sum over `ports`
+
+
+def port_counts(fport: Port, dev: DevicePort, role: str | None) -> PortCounts:
+    """One port's accounting from its forwarding and device counters (dev polled already)."""
+    c = fport.counters
+    d = dev.dev
+    tx = d.tx_drops()
+    drops = {
+        "rx_kernel": d.rx_kernel,
+        "rx_error": d.rx_errors,
+        "malformed": c.rx_malformed + d.rx_malformed,
+        "oversize": d.rx_oversize,
+        "gso": d.rx_gso_dropped,
+        "filtered": c.rx_filtered,
+        "same_port": c.rx_same_port,
+        "no_dest": c.rx_no_dest,
+        "tx_full": tx["tx_full"],
+        "no_link": tx["no_link"] + c.tx_no_link,
+        "tx_error": tx["tx_error"],
+    }
+    # frames the device dropped before the switch saw them were read all the same
+    rx_packets = c.rx_packets + d.rx_malformed + d.rx_oversize + d.rx_gso_dropped
+    return {
+        "type": role or dev.kind,
+        "kernel": fport.kernel,
+        "link": dev.link_up,
+        "rx_packets": rx_packets,
+        "rx_bytes": c.rx_bytes + d.rx_dropped_bytes,
+        "forwarded": rx_packets - sum(drops[r] for r in RX_DROPS),
+        "tx_packets": c.tx_packets,
+        "tx_bytes": c.tx_bytes,
+        "kernel_packets": d.kernel_packets,
+        "drops": drops,
+    }
+
+
+def total_counts(ports: Sequence[Counts]) -> Counts:
+    return {
+        "rx_packets": sum(p["rx_packets"] for p in ports),
+        "rx_bytes": sum(p["rx_bytes"] for p in ports),
+        "forwarded": sum(p["forwarded"] for p in ports),
+        "tx_packets": sum(p["tx_packets"] for p in ports),
+        "tx_bytes": sum(p["tx_bytes"] for p in ports),
+        "kernel_packets": sum(p["kernel_packets"] for p in ports),
+        "drops": {r: sum(p["drops"][r] for p in ports) for r in DROP_REASONS},
+    }
 
 
 @dataclass(eq=False)
@@ -67,6 +155,7 @@ class DataPlane:
         self._watch: dict[tuple[str | None, str], tuple[SwitchRuntime, str]] = {}
         self._busy: set[SwitchRuntime] = set()
         self.closed = False
+        self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
     # -- switches and ports --------------------------------------------------------------------
 
@@ -164,9 +253,14 @@ class DataPlane:
         *,
         kernel: bool = False,
         flood: bool = True,
+        role: str | None = None,
     ) -> DevicePort:
-        """Attach an opened device (any DevicePort) to a switch; the data plane owns it now."""
-        self._attach(self.switches[switch], name, dev, kernel, flood)
+        """Attach an opened device (any DevicePort) to a switch; the data plane owns it now.
+        `role` ("host", "carp") is the port type shown in `counters()` and `switch_status()`."""
+        rt = self.switches[switch]
+        self._attach(rt, name, dev, kernel, flood)
+        if role is not None:
+            rt.roles[name] = role
         return dev
 
     def _attach(
@@ -230,12 +324,11 @@ class DataPlane:
         for fport, dev in rt.pairs:
             queue = fport.outq
             if queue:
-                result = dev.write_batch(queue)
+                result = dev.write_batch(queue)  # failed writes: in dev.tx_errors by errno
                 queue.clear()
                 c = fport.counters
                 c.tx_packets += result.packets
                 c.tx_bytes += result.bytes - result.packets * hdr
-                c.tx_dropped += result.dropped
 
     def send(self, switch: str, frame: bytes, port: str | None = None) -> int | None:
         """Send an Ethernet frame as the node: out of `port`, or switched by destination (see
@@ -320,65 +413,111 @@ class DataPlane:
 
     # -- status and shutdown -------------------------------------------------------------------
 
-    def stats(self) -> dict[str, Any]:
-        """A JSON-able snapshot for status and metrics."""
-        out: dict[str, Any] = {}
+    def poll_kernel(self, *, periodic_only: bool = False) -> None:
+        """Fold the kernel's counters of every port into its device counters; TAPs of one
+        namespace share one netlink dump. `periodic_only`: only those that reset or wrap."""
+        taps: dict[str | None, list[tap.TapPort]] = {}
+        for rt in self.switches.values():
+            for dev in rt.devices.values():
+                if periodic_only and not dev.kernel_poll_periodic:
+                    continue
+                if isinstance(dev, tap.TapPort):
+                    if not dev.closed:
+                        taps.setdefault(dev.netns, []).append(dev)
+                else:
+                    dev.poll_kernel()
+        for netns, devs in taps.items():
+            tap.poll_kernel(netns, devs)
+
+    def _poll_tick(self) -> None:
+        if self.closed:
+            return
+        try:
+            self.poll_kernel(periodic_only=True)
+        finally:
+            self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
+
+    def counters(self) -> dict[str, SwitchCounts]:
+        """Per switch, per port frame accounting with drops by reason (module docstring),
+        plain JSON-able dicts; the kernel's counters are read first."""
+        self.poll_kernel()
+        out: dict[str, SwitchCounts] = {}
         now = self.clock()
         for name, rt in self.switches.items():
             fwd = rt.fwd
             fwd.expire(now)
+            ports = {
+                pname: port_counts(fwd.ports[pname], dev, rt.roles.get(pname))
+                for pname, dev in rt.devices.items()
+            }
+            out[name] = {
+                "mode": "hub" if fwd.hub else "learning",
+                "offload": rt.offload,
+                "macs": fwd.table_size,
+                "table_full": fwd.table_full,
+                "bad_emits": fwd.bad_emits,
+                "ports": ports,
+                "total": total_counts(list(ports.values())),
+            }
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        """The older snapshot (kept for its readers; `counters()` has it all by reason):
+        rx_dropped is every receive-side drop but `rx_filtered`, tx_dropped every send drop."""
+        out: dict[str, Any] = {}
+        for name, sw in self.counters().items():
+            rt = self.switches[name]
             ports = {}
-            for pname, dev in rt.devices.items():
-                fport = fwd.ports[pname]
+            for pname, p in sw["ports"].items():
+                dev = rt.devices[pname]
+                drops = p["drops"]
                 ports[pname] = {
                     "kind": dev.kind,
                     "ifname": dev.ifname,
                     "netns": dev.netns,
-                    "link": dev.link_up,
-                    "kernel": fport.kernel,
-                    **fport.counters.as_dict(),
+                    "link": p["link"],
+                    "kernel": p["kernel"],
+                    "rx_packets": p["rx_packets"],
+                    "rx_bytes": p["rx_bytes"],
+                    "rx_dropped": sum(drops[r] for r in LOST_DROPS + RX_DROPS if r != "filtered"),
+                    "rx_filtered": drops["filtered"],
+                    "tx_packets": p["tx_packets"],
+                    "tx_bytes": p["tx_bytes"],
+                    "tx_dropped": sum(drops[r] for r in TX_DROPS),
                     **dev.dev.as_dict(),
                 }
             out[name] = {
-                "mode": "hub" if fwd.hub else "learning",
-                "offload": rt.offload,
-                "ageing": fwd.ageing,
-                "macs": fwd.table_size,
-                "table_full": fwd.table_full,
+                "mode": sw["mode"],
+                "offload": sw["offload"],
+                "ageing": rt.fwd.ageing,
+                "macs": sw["macs"],
+                "table_full": sw["table_full"],
                 "ports": ports,
             }
         return out
 
     def switch_status(self) -> list[SwitchStatus]:
-        """The `switches` part of the node's status snapshot (vswitch/status.py)."""
+        """The `switches` part of the node's status snapshot (vswitch/status.py): rx_drops and
+        tx_drops are the sums of every receive-side and send-side reason."""
         out: list[SwitchStatus] = []
-        now = self.clock()
-        for name, rt in self.switches.items():
-            fwd = rt.fwd
-            fwd.expire(now)
+        for name, sw in self.counters().items():
             ports: list[PortStatus] = []
-            for pname, dev in rt.devices.items():
-                c = fwd.ports[pname].counters
-                d = dev.dev
+            for pname, p in sw["ports"].items():
+                drops = p["drops"]
                 ports.append(
                     {
                         "name": pname,
-                        "type": rt.roles.get(pname, dev.kind),
-                        "link": dev.link_up,
-                        "rx_packets": c.rx_packets,
-                        "rx_bytes": c.rx_bytes,
-                        "rx_drops": c.rx_dropped
-                        + c.rx_filtered
-                        + d.rx_errors
-                        + d.rx_oversize
-                        + d.rx_gso_dropped,
-                        "tx_packets": c.tx_packets,
-                        "tx_bytes": c.tx_bytes,
-                        "tx_drops": c.tx_dropped,
+                        "type": p["type"],
+                        "link": p["link"],
+                        "rx_packets": p["rx_packets"],
+                        "rx_bytes": p["rx_bytes"],
+                        "rx_drops": sum(drops[r] for r in LOST_DROPS + RX_DROPS),
+                        "tx_packets": p["tx_packets"],
+                        "tx_bytes": p["tx_bytes"],
+                        "tx_drops": sum(drops[r] for r in TX_DROPS),
                     }
                 )
-            mode = "hub" if fwd.hub else "learning"
-            out.append({"name": name, "mode": mode, "mac_table": fwd.table_size, "ports": ports})
+            out.append({"name": name, "mode": sw["mode"], "mac_table": sw["macs"], "ports": ports})
         return out
 
     def close(self) -> None:
@@ -386,6 +525,7 @@ class DataPlane:
         if self.closed:
             return
         self.closed = True
+        self._poll_timer.cancel()
         for rt in self.switches.values():
             for name, dev in list(rt.devices.items()):
                 self._detach(rt, name, dev)

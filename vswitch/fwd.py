@@ -17,7 +17,7 @@ special MAC is never learned from them, and frames the node injects are not floo
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 Emit = tuple[str | None, bytes]
@@ -40,18 +40,20 @@ _ZERO_MAC = bytes(6)
 
 @dataclass(slots=True)
 class PortCounters:
-    """Per-port counters; rx_* are counted by `Switch.forward`, tx_* by whoever writes the port."""
+    """Per-port counters; rx_* are counted by `Switch.forward`, tx_packets/tx_bytes by whoever
+    writes the port. Every frame `forward` takes is either forwarded (queued to at least one port,
+    claimed by the special hook, or answered by a hook) or counted in exactly one rx_* drop
+    counter below; each is counted on its drop path only, so switched frames pay nothing."""
 
     rx_packets: int = 0
     rx_bytes: int = 0
-    rx_dropped: int = 0  # malformed (shorter than an Ethernet header)
+    rx_malformed: int = 0  # shorter than an Ethernet header
     rx_filtered: int = 0  # dropped by the egress filter (kernel ports)
+    rx_same_port: int = 0  # the destination is on the ingress port itself
+    rx_no_dest: int = 0  # no port to take it (no other port up, or its owner port down)
     tx_packets: int = 0
     tx_bytes: int = 0
-    tx_dropped: int = 0  # write failed (EIO on a down link, ENOBUFS, EAGAIN) or port down
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
+    tx_no_link: int = 0  # hook or node output for this port while its link was down
 
 
 class Port:
@@ -259,7 +261,7 @@ class Switch:
         flood = port._flood
         for frame in frames:
             if len(frame) < minlen:
-                c.rx_dropped += 1
+                c.rx_malformed += 1
                 continue
             src = frame[o6:o12]
             e = get(src)
@@ -269,16 +271,21 @@ class Switch:
                 self._learn(now, port, src, e)
             d = get(frame[o:o6])
             if d is None:
-                for append in flood:
-                    append(frame)
-                if frame[o] & 1 and self.on_multicast is not None:
-                    self._multicast(now, port, frame)
+                if flood:
+                    for append in flood:
+                        append(frame)
+                    if frame[o] & 1 and self.on_multicast is not None:
+                        self._multicast(now, port, frame)
+                elif not self._answered(now, port, frame):
+                    c.rx_no_dest += 1
             else:
                 q = d[0]
                 if q is _SPECIAL:
                     self._to_special(now, port, frame, d)
                 elif q is not port:
                     q.outq.append(frame)
+                else:
+                    c.rx_same_port += 1
 
     def _forward_hub(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
         o = self.vnet_hdr
@@ -288,15 +295,18 @@ class Switch:
         c = port.counters
         for frame in frames:
             if len(frame) < minlen:
-                c.rx_dropped += 1
+                c.rx_malformed += 1
                 continue
             if special and frame[o : o + 6] in special:
                 self._to_special(now, port, frame, None)
                 continue
-            for append in flood:
-                append(frame)
-            if frame[o] & 1 and self.on_multicast is not None:
-                self._multicast(now, port, frame)
+            if flood:
+                for append in flood:
+                    append(frame)
+                if frame[o] & 1 and self.on_multicast is not None:
+                    self._multicast(now, port, frame)
+            elif not self._answered(now, port, frame):
+                c.rx_no_dest += 1
 
     def _learn(self, now: float, port: Port, src: bytes, e: _Entry | None) -> None:
         if e is None:
@@ -325,26 +335,59 @@ class Switch:
         if self.on_special is not None:
             switch, emits = self.on_special(now, port.name, eth)
         if switch:
-            learned = d[2] if d is not None else None
-            owner = self._owners.get(frame[o : o + 6]) if self._owners else None
-            if owner is not None:
-                if owner is not port and owner.link_up:
-                    owner.outq.append(frame)
-            elif self.hub or frame[o] & 1 or learned is None:
-                for append in port._flood:
-                    append(frame)
-            elif learned is not port:
-                learned.outq.append(frame)
+            miss = self._switch_special(port, frame, d)
+            # a frame the hook answered is accounted for even when switching found nobody
+            if miss is not None and not emits:
+                c = port.counters
+                if miss is port:
+                    c.rx_same_port += 1
+                else:
+                    c.rx_no_dest += 1
         if emits:
             self._emit(frame, eth, emits)
 
-    def _multicast(self, now: float, port: Port, frame: bytes) -> None:
+    def _switch_special(self, port: Port, frame: bytes, d: _Entry | None) -> Port | None:
+        """Switch a frame for a special MAC normally; returns None when some port took it,
+        else `port` (its destination is the ingress port) or `_SPECIAL` (no port to take it)."""
+        o = self.vnet_hdr
+        learned: Port | None = d[2] if d is not None else None
+        owner = self._owners.get(frame[o : o + 6]) if self._owners else None
+        if owner is not None:
+            if owner is port:
+                return port
+            if not owner.link_up:
+                return _SPECIAL
+            owner.outq.append(frame)
+        elif self.hub or frame[o] & 1 or learned is None:
+            flood = port._flood
+            if not flood:
+                return _SPECIAL
+            for append in flood:
+                append(frame)
+        elif learned is port:
+            return port
+        else:
+            learned.outq.append(frame)
+        return None
+
+    def _multicast(self, now: float, port: Port, frame: bytes) -> bool:
+        """Hand a multicast frame to `on_multicast`; True when the hook emitted something."""
         assert self.on_multicast is not None
         o = self.vnet_hdr
         eth = frame[o:] if o else frame
         emits = self.on_multicast(now, port.name, eth)
         if emits:
             self._emit(frame, eth, emits)
+            return True
+        return False
+
+    def _answered(self, now: float, port: Port, frame: bytes) -> bool:
+        """A frame no port takes: accounted for as forwarded if the multicast hook answers it
+        (e.g. an ARP request for a virtual address on a switch with one port)."""
+        o = self.vnet_hdr
+        if frame[o] & 1 and self.on_multicast is not None:
+            return self._multicast(now, port, frame)
+        return False
 
     def _filter_egress(self, now: float, port: Port, frames: Sequence[bytes]) -> list[bytes]:
         assert self.egress_filter is not None
@@ -382,7 +425,7 @@ class Switch:
             if port is None:
                 self.bad_emits += 1
             elif not port.link_up:
-                port.counters.tx_dropped += 1
+                port.counters.tx_no_link += 1
             else:
                 port.outq.append(wire)
                 queued += 1

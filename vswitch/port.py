@@ -13,30 +13,56 @@ from dataclasses import dataclass, field
 from vswitch.netlink import LinkState
 
 READ_BATCH = 64  # frames drained per readiness event (tap-io.md: +15-30 %)
-# errors of a write that lose one frame but leave the port usable (tap-io.md)
-TRANSIENT_WRITE_ERRORS = frozenset(
-    (errno.EIO, errno.ENOBUFS, errno.EAGAIN, errno.ENETDOWN, errno.EMSGSIZE, errno.EINVAL)
-)
+# a failed write loses one frame and leaves the port usable (tap-io.md); its drop reason by
+# errno class, anything else (EMSGSIZE, EINVAL, EBADF...) is "tx_error"
+TX_FULL_ERRORS = frozenset((errno.ENOBUFS, errno.EAGAIN))  # the device's queue is full
+NO_LINK_ERRORS = frozenset((errno.EIO, errno.ENETDOWN, errno.ENXIO, errno.ENODEV))  # TAP down: EIO
+
+
+def tx_drop_reason(code: int) -> str:
+    """The drop reason of a write that failed with errno `code`."""
+    if code in TX_FULL_ERRORS:
+        return "tx_full"
+    if code in NO_LINK_ERRORS:
+        return "no_link"
+    return "tx_error"
 
 
 @dataclass(slots=True)
 class DeviceCounters:
-    """Device-level events the forwarding counters do not show."""
+    """Device-level events the forwarding counters do not show. The rx_* frame drops here
+    happen before the switch sees the frame; `rx_dropped_bytes` are their Ethernet bytes."""
 
     rx_errors: int = 0  # failed reads
+    rx_malformed: int = 0  # too short for a virtio-net header, or checksum offsets outside it
     rx_oversize: int = 0  # frames too large for a switch without offload
     rx_gso_dropped: int = 0  # GSO frames that a switch without offload cannot carry
+    rx_dropped_bytes: int = 0
     rx_csum_completed: int = 0  # partial checksums completed in software
+    # kept by the kernel, folded in by `DevicePort.poll_kernel`: frames it dropped before we
+    # could read them (our receive queue was full), and all it offered us (read or dropped)
+    rx_kernel: int = 0
+    kernel_packets: int = 0
     tx_errors: dict[int, int] = field(default_factory=dict)  # errno -> count
 
     def as_dict(self) -> dict[str, object]:
         return {
             "rx_errors": self.rx_errors,
+            "rx_malformed": self.rx_malformed,
             "rx_oversize": self.rx_oversize,
             "rx_gso_dropped": self.rx_gso_dropped,
             "rx_csum_completed": self.rx_csum_completed,
+            "rx_kernel": self.rx_kernel,
+            "kernel_packets": self.kernel_packets,
             "tx_errors": {errno.errorcode.get(k, str(k)): v for k, v in self.tx_errors.items()},
         }
+
+    def tx_drops(self) -> dict[str, int]:
+        """Failed writes by drop reason (`tx_drop_reason`), every reason present."""
+        out = {"tx_full": 0, "no_link": 0, "tx_error": 0}
+        for code, n in self.tx_errors.items():
+            out[tx_drop_reason(code)] += n
+        return out
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +77,8 @@ class DevicePort:
 
     kind = "device"
     follows_link = True  # the data plane follows `ifname` in `netns` through netlink
+    # the kernel's counters of this port reset when read (or wrap soon): poll them periodically
+    kernel_poll_periodic = False
 
     def __init__(self, ifname: str, netns: str | None, vnet_hdr: int) -> None:
         self.ifname = ifname
@@ -77,6 +105,10 @@ class DevicePort:
     def link_from(self, state: LinkState) -> bool:
         """Whether `state` (of this port's interface) means the port can carry traffic."""
         raise NotImplementedError
+
+    def poll_kernel(self) -> None:
+        """Fold the kernel's counters for this port into `dev` (rx_kernel, kernel_packets).
+        Never raises: they are a side channel. A device without such counters has nothing."""
 
     def write_batch(self, frames: Sequence[bytes]) -> WriteResult:
         send = self._sender

@@ -11,15 +11,20 @@ The switch decides it for all its ports at once (dataplane.py).
 
 Link: a TAP carries traffic while it is administratively up where it lives (a write to a down
 TAP fails with EIO); the carrier (TUNSETCARRIER) is a separate thing, used for carp TAPs.
+
+Frames the kernel could not queue to us (the TAP's queue, tx_queue_len frames, was full) are the
+TAP interface's tx_dropped; `poll_kernel` reads them with the interface's other counters over
+netlink. They count from the TAP's creation, which was ours, and never reset.
 """
 
 import fcntl
 import functools
 import os
 import struct
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import pytun
+from pyroute2.netlink.exceptions import NetlinkError
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
@@ -56,6 +61,31 @@ def vnet_hdr_supported() -> bool:
         return bool(tun_features() & IFF_VNET_HDR)
     except OSError:
         return False
+
+
+def apply_link_stats(ports: Iterable["TapPort"], stats: Mapping[str, Mapping[str, int]]) -> None:
+    """Set the kernel counters of `ports` from their interfaces' IFLA_STATS64 (by ifname); the
+    kernel's tx is our rx: tx_packets were read by us, tx_dropped never could be."""
+    for port in ports:
+        link = stats.get(port.ifname)
+        if link is not None:
+            dropped = int(link["tx_dropped"])
+            port.dev.rx_kernel = dropped
+            port.dev.kernel_packets = int(link["tx_packets"]) + dropped
+
+
+def poll_kernel(netns: str | None, ports: Sequence["TapPort"]) -> None:
+    """Read the kernel counters of `ports`, all in `netns`, with one link dump. Never raises:
+    a namespace or TAP that is gone keeps its last counts."""
+    try:
+        with netlink.iproute(netns) as ipr:
+            stats = {
+                str(link.get_attr("IFLA_IFNAME")): link.get_attr("IFLA_STATS64")
+                for link in ipr.link("dump")
+            }
+    except (OSError, NetlinkError):
+        return
+    apply_link_stats(ports, {k: v for k, v in stats.items() if v is not None})
 
 
 def set_carrier(fd: int, up: bool) -> None:
@@ -141,6 +171,10 @@ class TapPort(DevicePort):
 
     def set_carrier(self, up: bool) -> None:
         set_carrier(self._fds[0], up)
+
+    def poll_kernel(self) -> None:
+        if not self.closed:
+            poll_kernel(self.netns, (self,))
 
     def close(self) -> None:
         """Close every queue: the TAP (not persistent) disappears with its addresses."""

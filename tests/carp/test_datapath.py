@@ -3,7 +3,7 @@
 import itertools
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Interface, IPv6Address, IPv6Interface
 
 import dpkt
@@ -407,6 +407,19 @@ def test_none_backup_delivers_nothing() -> None:
     frame = unicast_to(CARP_MAC, ipv4(CLIENT4, VIP4, 6))
     assert dp.input(0.0, DEV, "vm1", frame) == []
     assert dp.stats.not_accepted == 1
+
+
+def test_stats_are_a_plain_dict_of_every_counter() -> None:
+    dp, _, _ = make()
+    frame = unicast_to(CARP_MAC, ipv4(CLIENT4, VIP4, 6, b"\x00" * 20))
+    dp.input(0.0, DEV, "vm1", frame)
+    dp.input(0.0, DEV, "vm1", frame)
+    stats = dp.stats.as_dict()
+    assert list(stats) == [f.name for f in fields(dp.stats)]
+    assert stats["delivered"] == 2
+    assert sum(stats.values()) == 2  # nothing else happened
+    stats["delivered"] = 0
+    assert dp.stats.delivered == 2  # a copy: status readers cannot change the counters
 
 
 def test_not_running_delivers_nothing() -> None:

@@ -3,6 +3,7 @@
 import asyncio
 import errno
 import socket
+import struct
 import time
 from collections.abc import Awaitable, Callable, Sequence
 
@@ -10,8 +11,10 @@ import pytest
 import uvloop
 
 from tests.vswitch.test_ports import FakePort
-from vswitch.dataplane import DataPlane
+from vswitch.dataplane import DROP_REASONS, RX_DROPS, DataPlane
 from vswitch.fwd import Emit
+from vswitch.port import read_fd_batch
+from vswitch.raw import plain_frames
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -221,5 +224,183 @@ def test_switch_status_follows_the_status_schema() -> None:
                 ],
             }
         ]
+
+    run(scenario)
+
+
+# -- accounting --------------------------------------------------------------------------------
+
+VMAC = bytes.fromhex("00005e000101")
+H = bytes.fromhex("020000000003")
+C = bytes.fromhex("020000000004")
+
+
+def test_every_frame_read_is_forwarded_or_dropped_with_a_reason() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        sw = dp.add_switch("lan0", offload=False)
+        far = {"p1": fake(dp, "lan0", "p1")[1], "p2": fake(dp, "lan0", "p2")[1]}
+        far["host"] = fake(dp, "lan0", "host", kernel=True)[1]
+        sw.egress_filter = lambda now, port, frame: None if frame.endswith(b"drop") else frame
+        claimed: list[bytes] = []
+
+        def special(now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
+            claimed.append(frame[14:20])
+            return False, ()  # the node takes it
+
+        sw.on_special = special
+        sw.set_special_macs([VMAC])
+        ingress: dict[bytes, str] = {}
+        sent = dict.fromkeys(far, 0)
+
+        def send(port: str, dst: bytes, src: bytes, n: int = 1, suffix: bytes = b"") -> None:
+            for _ in range(n):
+                tag = b"T%05d" % len(ingress)
+                ingress[tag] = port
+                far[port].sock.send(eth(dst, src, tag + suffix))
+                sent[port] += 1
+
+        async def all_read() -> None:
+            ports = dp.switch("lan0").ports
+            await until(lambda: all(ports[p].counters.rx_packets == n for p, n in sent.items()))
+
+        send("p2", BCAST, B)
+        send("p1", BCAST, A)
+        await all_read()  # A and B learned
+        send("p1", B, A, 10)  # to p2
+        for _ in range(5):
+            far["p1"].sock.send(b"runt")  # malformed
+            sent["p1"] += 1
+        send("p1", A, C, 4)  # A is on p1 itself: same_port
+        send("host", BCAST, H, 3, b"drop")  # filtered
+        send("host", A, H, 2)  # to p1
+        send("p2", VMAC, B, 3)  # claimed by the special hook
+        await all_read()
+        sw.set_link("p2", False)
+        sw.set_link("host", False)
+        send("p1", BCAST, A, 6)  # nobody up to take them: no_dest
+        await all_read()
+        delivered = {f[14:20] for fr in far.values() for f in fr.drain() if len(f) >= 20}
+        assert len(delivered) == 1 + 1 + 10 + 2 and len(claimed) == 3
+
+        sw_counts = dp.counters()["lan0"]
+        ports = sw_counts["ports"]
+        for name, p in ports.items():
+            forwarded = sum(1 for t in delivered | set(claimed) if ingress[t] == name)
+            assert p["rx_packets"] == sent[name]
+            assert p["forwarded"] == forwarded, name
+            assert p["rx_packets"] == p["forwarded"] + sum(p["drops"][r] for r in RX_DROPS)
+        assert {n: {r: v for r, v in p["drops"].items() if v} for n, p in ports.items()} == {
+            "p1": {"malformed": 5, "same_port": 4, "no_dest": 6},
+            "p2": {},
+            "host": {"filtered": 3},
+        }
+        assert all(list(p["drops"]) == list(DROP_REASONS) for p in ports.values())
+        total = sw_counts["total"]
+        assert total["rx_packets"] == sum(sent.values())
+        assert total["drops"]["malformed"] == 5 and total["drops"]["filtered"] == 3
+        assert total["forwarded"] == len(delivered) + len(claimed)
+        assert total["tx_packets"] == sum(p["tx_packets"] for p in ports.values())
+        # the older views agree
+        assert dp.stats()["lan0"]["ports"]["p1"]["rx_dropped"] == 15
+        status = {p["name"]: p for p in dp.switch_status()[0]["ports"]}
+        assert status["p1"]["rx_drops"] == 15 and status["host"]["rx_drops"] == 3
+
+    run(scenario)
+
+
+def test_a_full_socket_buffer_on_write_is_counted_as_tx_full() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        dp.add_switch("lan0", offload=False)
+        _, f1 = fake(dp, "lan0", "p1")
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        dp.add_port("lan0", "p2", FakePort(mine))
+        f2 = Far(other)  # reads nothing until the end
+        n = 100
+        for i in range(n):
+            f1.sock.send(eth(BCAST, A, bytes([i]) * 50))
+        p1 = dp.switch("lan0").ports["p1"]
+        await until(lambda: p1.counters.rx_packets == n)
+        got = len(f2.drain())
+        p2 = dp.counters()["lan0"]["ports"]["p2"]
+        assert 0 < p2["tx_packets"] == got < n
+        assert p2["drops"]["tx_full"] == n - got
+        assert sum(p2["drops"].values()) == n - got  # nothing else
+
+    run(scenario)
+
+
+class KernelCounted(FakePort):
+    """A fake port whose kernel keeps counters, as a raw port's socket does."""
+
+    kernel_poll_periodic = True
+
+    def __init__(self, sock: socket.socket, drops: int) -> None:
+        super().__init__(sock)
+        self.drops = drops
+        self.polls = 0
+
+    def poll_kernel(self) -> None:
+        self.polls += 1
+        self.dev.kernel_packets += self.drops + 1
+        self.dev.rx_kernel += self.drops
+
+
+def test_counters_read_the_kernel_counters_first() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        dp.add_switch("lan0", offload=False)
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        periodic = KernelCounted(mine, drops=7)
+        dp.add_port("lan0", "up0", periodic)
+        fake(dp, "lan0", "p1")
+        mine2, other2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dp.add_port("lan0", "host", FakePort(mine2), kernel=True, role="host")
+        dp.poll_kernel(periodic_only=True)  # what the data plane's timer does
+        assert periodic.polls == 1
+        ports = dp.counters()["lan0"]["ports"]
+        assert periodic.polls == 2
+        assert ports["up0"]["drops"]["rx_kernel"] == 14 and ports["up0"]["kernel_packets"] == 16
+        assert ports["up0"]["rx_packets"] == ports["up0"]["forwarded"] == 0  # never read
+        assert ports["p1"]["drops"]["rx_kernel"] == 0
+        assert (ports["host"]["type"], ports["p1"]["type"]) == ("host", "fake")
+        assert dp.switch_status()[0]["ports"][0]["rx_drops"] == 21  # a third poll: 3 x 7
+        other.close()
+        other2.close()
+
+    run(scenario)
+
+
+class HeaderFake(FakePort):
+    """Reads frames with a virtio-net header for a switch without offload, as a raw port does:
+    the device drops GSO, oversize and malformed frames before the switch sees them."""
+
+    def read_batch(self, fd: int, limit: int = 64) -> list[bytes]:
+        return plain_frames(read_fd_batch(self, fd, 4096, limit), 1518, self.dev)
+
+
+def test_frames_the_device_drops_are_read_frames_with_a_reason() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        dp.add_switch("lan0", offload=False)
+        mine, other = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        dp.add_port("lan0", "up0", HeaderFake(mine))
+        up = Far(other)
+        _, f1 = fake(dp, "lan0", "p1")
+        gso = struct.pack("=BBHHHH", 0, 1, 0, 0, 0, 0)  # VIRTIO_NET_HDR_GSO_TCPV4
+        frames = [
+            bytes(10) + eth(BCAST, A),
+            gso + eth(BCAST, A, bytes(100)),
+            bytes(10) + eth(BCAST, A, bytes(1600)),  # over MTU + 18
+            b"short",
+            bytes(10) + eth(BCAST, A, b"last"),
+        ]
+        for frame in frames:
+            up.sock.send(frame)
+        await until(lambda: len(f1.drain()) == 2)
+        p = dp.counters()["lan0"]["ports"]["up0"]
+        assert p["rx_packets"] == 5 and p["forwarded"] == 2
+        dropped = {r: v for r, v in p["drops"].items() if v}
+        assert dropped == {"gso": 1, "oversize": 1, "malformed": 1}
+        # Ethernet bytes of every frame read (the short one has none)
+        assert p["rx_bytes"] == sum(len(f) - 10 for f in frames if len(f) > 10)
 
     run(scenario)

@@ -123,7 +123,7 @@ def test_counters_and_malformed_frames_are_dropped_and_counted() -> None:
     sw.forward(1.0, p1, [good, b"", b"\x01" * 13, good])
     assert p1.counters.rx_packets == 4
     assert p1.counters.rx_bytes == 2 * len(good) + 13
-    assert p1.counters.rx_dropped == 2
+    assert p1.counters.rx_malformed == 2
     assert out(sw)["p2"] == [good, good]
     assert p2.counters.rx_packets == 0
 
@@ -150,7 +150,7 @@ def test_vnet_header_offset_is_honoured_and_carried(hdr: int) -> None:
     assert sw.lookup(A) == "p1"
     assert p1.counters.rx_bytes == len(f) - hdr
     sw.forward(1.0, p1, [bytes(hdr) + b"\x00" * 13])  # runt after the header
-    assert p1.counters.rx_dropped == 1
+    assert p1.counters.rx_malformed == 1
 
 
 def test_vnet_header_length_is_validated() -> None:
@@ -301,7 +301,7 @@ def test_hub_mode_special_mac() -> None:
     sw.set_special_macs([VMAC])
     sw.forward(1.0, p1, [eth(VMAC, A), b"short"])
     assert out(sw) == {"p2": [eth(VMAC, A)], "host": [eth(VMAC, A)], "carp0": [b"x" * 20]}
-    assert p1.counters.rx_dropped == 1
+    assert p1.counters.rx_malformed == 1
 
 
 def test_multicast_hook_runs_after_flooding_and_replies_go_back() -> None:
@@ -409,7 +409,7 @@ def test_link_down_port_gets_no_floods_and_loses_its_entries() -> None:
     sw.forward(1.0, p1, [eth(B, A)])
     assert out(sw) == {"p3": [eth(B, A)]}
     assert sw.inject(eth(B, A), port="p2") == 0
-    assert p2.counters.tx_dropped == 1 and out(sw) == {}
+    assert p2.counters.tx_no_link == 1 and out(sw) == {}
     sw.set_link("p2", True)
     sw.forward(1.0, p1, [eth(B, A)])
     assert sorted(out(sw)) == ["p2", "p3"]
@@ -497,3 +497,143 @@ def test_matches_a_plain_learning_switch(
         sw.forward(now, ports[pi], [frame])
         got = [(p.name, f) for p, frames in sw.drain() for f in frames]
         assert sorted(got) == sorted(expected)
+
+
+# -- accounting: every frame forwarded or dropped with exactly one reason ---------------------
+
+DROPS = ("rx_malformed", "rx_filtered", "rx_same_port", "rx_no_dest")
+
+
+def drops(port: Port) -> dict[str, int]:
+    return {name: getattr(port.counters, name) for name in DROPS if getattr(port.counters, name)}
+
+
+def test_each_drop_reason_is_counted_once_per_dropped_frame() -> None:
+    sw, p1, p2, host, carp = with_carp()
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.forward(1.0, p2, [eth(BCAST, B)])
+    out(sw)
+    sw.forward(1.0, p1, [eth(A, C), eth(A, C), b"\x01" * 13])  # A is on p1 itself; a runt
+    assert out(sw) == {} and drops(p1) == {"rx_same_port": 2, "rx_malformed": 1}
+    sw.egress_filter = lambda now, port, frame: None
+    sw.forward(1.0, host, [eth(BCAST, C)])
+    assert out(sw) == {} and drops(host) == {"rx_filtered": 1}
+    sw.egress_filter = None
+    sw.forward(1.0, p2, [eth(A, B), eth(C, B), eth(BCAST, B)])  # switched: counted nowhere
+    assert out(sw) == {"p1": [eth(A, B), eth(C, B), eth(BCAST, B)], "host": [eth(BCAST, B)]}
+    assert drops(p2) == {}
+    for name in ("p1", "host"):
+        sw.set_link(name, False)
+    sw.forward(1.0, p2, [eth(BCAST, B), eth(C, B)])  # nobody up to take them
+    assert out(sw) == {} and drops(p2) == {"rx_no_dest": 2}
+    assert drops(carp) == {}
+
+
+def test_a_frame_for_a_special_mac_is_accounted_like_any_other() -> None:
+    sw, p1, p2, host, _ = with_carp()
+    own = bytes.fromhex("02000000aaaa")
+    sw.set_special_macs([VMAC], owners={own: "host"})
+    sw.forward(1.0, host, [eth(own, own)])  # the owner sending to itself
+    assert out(sw) == {} and drops(host) == {"rx_same_port": 1}
+    sw.set_link("host", False)
+    sw.forward(1.0, p1, [eth(own, A)])  # the owner is down: nobody else may have it
+    assert out(sw) == {} and drops(p1) == {"rx_no_dest": 1}
+    sw.set_link("host", True)
+    sw.forward(1.0, p2, [eth(BCAST, VMAC)])  # VMAC learned on p2 (another node's master)
+    out(sw)
+    sw.forward(1.0, p2, [eth(VMAC, B)])  # switched normally: back where it came from
+    assert out(sw) == {} and drops(p2) == {"rx_same_port": 1}
+    rec = Recorder(switch=False)
+    sw.on_special = rec.special
+    sw.forward(1.0, p2, [eth(VMAC, B)])  # claimed by the hook: accounted for, not dropped
+    assert len(rec.calls) == 1 and drops(p2) == {"rx_same_port": 1}
+    sw.on_special = Recorder(switch=True, emits=[("p2", eth(B, VMAC))]).special
+    sw.forward(1.0, p2, [eth(VMAC, B)])  # answered: accounted for though switching found none
+    assert out(sw) == {"p2": [eth(B, VMAC)]} and drops(p2) == {"rx_same_port": 1}
+
+
+def test_a_frame_nobody_takes_counts_as_forwarded_only_if_a_hook_answers_it() -> None:
+    for hub in (False, True):
+        sw = Switch("s", hub=hub)
+        p1 = sw.add_port("p1")
+        rec = Recorder(emits=[("p1", eth(A, B))])
+        sw.on_multicast = rec.multicast
+        sw.forward(1.0, p1, [eth(BCAST, A)])
+        assert out(sw) == {"p1": [eth(A, B)]} and drops(p1) == {}
+        rec.emits = ()
+        sw.forward(1.0, p1, [eth(BCAST, A), eth(B, A)])
+        assert drops(p1) == {"rx_no_dest": 2} and len(rec.calls) == 2
+
+
+OWN = bytes.fromhex("02000000aaaa")
+ACCOUNT_PORTS = ("p1", "p2", "host", "carp0")
+# payload byte 0: what the hooks and the egress filter do with the frame
+PLAIN, CLAIM, ANSWER, FILTER = range(4)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.booleans(),
+    st.lists(
+        st.one_of(
+            st.tuples(
+                st.sampled_from(ACCOUNT_PORTS),
+                st.sampled_from([A, B, C, VMAC, VMAC_IP, OWN, BCAST]),
+                st.sampled_from([A, B, C, VMAC, OWN]),
+                st.integers(PLAIN, FILTER),
+                st.booleans(),  # a runt
+            ),
+            st.tuples(st.sampled_from(ACCOUNT_PORTS), st.booleans()),  # a link change
+        ),
+        max_size=60,
+    ),
+)
+def test_every_frame_is_forwarded_or_dropped_with_one_reason(
+    hub: bool, ops: list[tuple[str, bytes, bytes, int, bool] | tuple[str, bool]]
+) -> None:
+    sw, *_ = with_carp()
+    sw.hub = hub
+    sw.set_special_macs([VMAC, VMAC_IP], owners={OWN: "host"})
+    reply = eth(A, VMAC, b"R")  # shorter than a tagged frame: never taken for a delivery
+    accounted: set[bytes] = set()  # tags claimed or answered by a hook
+
+    def tag(frame: bytes) -> bytes | None:
+        return frame[14:19] if len(frame) >= 19 else None
+
+    def special(now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
+        t = tag(frame)
+        if t is None or t[0] not in (CLAIM, ANSWER):
+            return True, ()
+        accounted.add(t)
+        return (False, ()) if t[0] == CLAIM else (True, [(port, reply)])
+
+    def multicast(now: float, port: str, frame: bytes) -> Sequence[Emit]:
+        t = tag(frame)
+        if t is None or t[0] != ANSWER:
+            return ()
+        accounted.add(t)
+        return [(port, reply)]
+
+    def egress(now: float, port: str, frame: bytes) -> bytes | None:
+        t = tag(frame)
+        return None if t is not None and t[0] == FILTER else frame
+
+    sw.on_special, sw.on_multicast, sw.egress_filter = special, multicast, egress
+    ingress: dict[bytes, str] = {}
+    delivered: set[bytes] = set()
+    for i, op in enumerate(ops):
+        if len(op) == 2:
+            sw.set_link(op[0], op[1])
+            continue
+        name, dst, src, action, runt = op
+        t = bytes([action]) + i.to_bytes(4, "big")
+        frame = eth(dst, src, t)[: 13 if runt else None]
+        ingress[t] = name
+        sw.forward(1.0, sw.ports[name], [frame])
+        for _, frames in sw.drain():
+            delivered.update(t for t in map(tag, frames) if t is not None)
+    forwarded = delivered | accounted
+    for name in ACCOUNT_PORTS:
+        c = sw.ports[name].counters
+        mine = sum(1 for t in forwarded if ingress[t] == name)
+        assert c.rx_packets == mine + sum(getattr(c, d) for d in DROPS), name

@@ -1,6 +1,7 @@
 """Port helpers that need no privileges: checksum completion, virtio-net header handling, the
 netlink link-event parser, batched reads and writes with their error accounting."""
 
+import contextlib
 import errno
 import os
 import socket
@@ -10,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vswitch import tap
 from vswitch.netlink import (
     IFF_LOWER_UP,
     IFF_UP,
@@ -20,8 +22,16 @@ from vswitch.netlink import (
     LinkMonitor,
     LinkState,
 )
-from vswitch.port import DeviceCounters, DevicePort, read_fd_batch
-from vswitch.raw import VNET_HDR_LEN, complete_checksum, plain_frames
+from vswitch.port import DeviceCounters, DevicePort, read_fd_batch, tx_drop_reason
+from vswitch.raw import (
+    PACKET_STATISTICS,
+    SOL_PACKET,
+    VNET_HDR_LEN,
+    RawPort,
+    complete_checksum,
+    plain_frames,
+    read_packet_statistics,
+)
 
 
 def ones_sum(data: bytes) -> int:
@@ -84,7 +94,9 @@ def test_plain_frames_strip_complete_and_drop() -> None:
     assert dev.rx_csum_completed == 1
     assert dev.rx_gso_dropped == 1
     assert dev.rx_oversize == 1
-    assert dev.rx_errors == 2
+    assert dev.rx_malformed == 2 and dev.rx_errors == 0  # frames, not failed reads
+    # every dropped frame's Ethernet bytes, so that rx_bytes covers all frames read
+    assert dev.rx_dropped_bytes == len(plain) + len(plain) + 1500 + len(plain)
     assert len(vnet()) == VNET_HDR_LEN
 
 
@@ -219,6 +231,7 @@ def test_write_errors_are_counted_and_never_stop_the_batch() -> None:
     assert (result.packets, result.bytes, result.dropped) == (2, 12, 2)
     assert port.dev.tx_errors == {errno.EIO: 1, errno.ENOBUFS: 1}
     assert port.dev.as_dict()["tx_errors"] == {"EIO": 1, "ENOBUFS": 1}
+    assert port.dev.tx_drops() == {"tx_full": 1, "no_link": 1, "tx_error": 0}
     port.close()
     with pytest.raises(NotImplementedError):
         DevicePort("x", None, 0).fds  # noqa: B018
@@ -236,3 +249,101 @@ def test_link_updates_call_back_on_change_only() -> None:
     port.update_link(None)
     assert seen == [False, True, False]
     port.close()
+
+
+def test_failed_writes_are_classed_by_errno() -> None:
+    port = FakePort(socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM))
+    codes = [errno.EAGAIN, errno.ENOBUFS, errno.EIO, errno.ENETDOWN, errno.EMSGSIZE, errno.EBADF]
+
+    def sender(frame: bytes) -> int:
+        raise OSError(codes[frame[0]], "failed")
+
+    port._sender = sender
+    assert port.write_batch([bytes([i]) for i in range(len(codes))]).dropped == len(codes)
+    assert port.dev.tx_drops() == {"tx_full": 2, "no_link": 2, "tx_error": 2}
+    reasons = [tx_drop_reason(c) for c in codes]
+    assert reasons == ["tx_full", "tx_full", "no_link", "no_link", "tx_error", "tx_error"]
+    port.close()
+
+
+def test_a_full_socket_buffer_on_write_is_tx_full() -> None:
+    mine, far = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    mine.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    port = FakePort(mine)
+    n = 200
+    result = port.write_batch([bytes(100)] * n)  # nobody reads `far` meanwhile
+    far.setblocking(False)
+    got = 0
+    with contextlib.suppress(BlockingIOError):
+        while far.recv(200):
+            got += 1
+    assert 0 < result.packets == got < n
+    assert port.dev.tx_drops() == {"tx_full": n - got, "no_link": 0, "tx_error": 0}
+    port.close()
+    far.close()
+
+
+# -- the kernel's counters -------------------------------------------------------------------
+
+
+class FakeStatsSocket:
+    """getsockopt(PACKET_STATISTICS) as the kernel answers it: the counts since the last read."""
+
+    def __init__(self, answers: list[bytes | OSError]) -> None:
+        self.answers = answers
+        self.calls: list[tuple[int, int, int]] = []
+
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes:
+        self.calls.append((level, optname, buflen))
+        answer = self.answers.pop(0)
+        if isinstance(answer, OSError):
+            raise answer
+        return answer
+
+
+def test_packet_statistics_are_accumulated_across_reads() -> None:
+    sock = FakeStatsSocket([struct.pack("=II", 300, 100), struct.pack("=II", 7, 0), b"\x01"])
+    dev = DeviceCounters()
+    for _ in range(3):
+        read_packet_statistics(sock, dev)
+    assert sock.calls == [(SOL_PACKET, PACKET_STATISTICS, 8)] * 3
+    # tp_packets already includes tp_drops; a short answer adds nothing
+    assert (dev.kernel_packets, dev.rx_kernel) == (307, 100)
+
+
+def test_raw_port_polls_its_socket_and_survives_a_failure() -> None:
+    port = RawPort.__new__(RawPort)  # the socket is a fake: no AF_PACKET, no privileges
+    DevicePort.__init__(port, "eth9", None, 0)
+    sock = FakeStatsSocket([struct.pack("=II", 5, 2), OSError(errno.EBADF, "closed")])
+    port._sock = sock  # type: ignore[assignment]
+    port.poll_kernel()
+    port.poll_kernel()
+    assert (port.dev.kernel_packets, port.dev.rx_kernel) == (5, 2)
+    port.closed = True
+    port.poll_kernel()  # closed: not asked
+    assert len(sock.calls) == 2
+
+
+def tap_without_device(ifname: str, netns: str | None = None) -> tap.TapPort:
+    port = tap.TapPort.__new__(tap.TapPort)  # counters only: no /dev/net/tun, no privileges
+    DevicePort.__init__(port, ifname, netns, 0)
+    return port
+
+
+def test_tap_kernel_counters_come_from_the_interface_tx_counters() -> None:
+    a, b = tap_without_device("tap1"), tap_without_device("tap2")
+    tap.apply_link_stats([a, b], {"tap1": {"tx_packets": 90, "tx_dropped": 10, "rx_dropped": 3}})
+    assert (a.dev.kernel_packets, a.dev.rx_kernel) == (100, 10)
+    assert (b.dev.kernel_packets, b.dev.rx_kernel) == (0, 0)  # not in the dump: unchanged
+    tap.apply_link_stats([a], {"tap1": {"tx_packets": 95, "tx_dropped": 10}})
+    assert a.dev.kernel_packets == 105  # cumulative in the kernel: set, not added
+
+
+def test_tap_kernel_counters_are_read_over_netlink_and_failures_ignored() -> None:
+    lo = tap_without_device("lo")
+    lo.dev.kernel_packets = lo.dev.rx_kernel = -1
+    tap.poll_kernel(None, [lo])  # this namespace's loopback stands in for a TAP
+    assert lo.dev.kernel_packets >= lo.dev.rx_kernel >= 0
+    gone = tap_without_device("tap1", netns="vswitch-test-no-such-netns")
+    tap.poll_kernel(gone.netns, [gone])
+    assert (gone.dev.kernel_packets, gone.dev.rx_kernel) == (0, 0)
