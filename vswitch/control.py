@@ -6,6 +6,12 @@ Every request is one JSON object on one line, `{"id": .., "cmd": .., ...}`, answ
 connection into a stream of event lines. The node is reached only through `NodeControl`, called
 synchronously on the node's loop; no client can hold the node up: writes are bounded in time and
 an event subscriber whose queue fills is dropped and counted.
+
+A client is a side channel too, so everything it can make the server hold is bounded: the line
+length and JSON nesting of a request, the time a request connection may stay idle, the number of
+clients (with a reserve event subscribers cannot take, and idle clients closed first so the CLI
+always gets in). Only root and the node's own user are served (SO_PEERCRED). Every refusal is an
+error line before the connection closes, never silence.
 """
 
 import asyncio
@@ -13,18 +19,16 @@ import contextlib
 import json
 import logging
 import os
+import re
 import socket
 import stat
+import struct
+from collections import Counter
 from typing import Any, Protocol
 
+from carp.ifconfig import IfconfigChange, parse_change, parse_demote
 from vswitch.events import EventBus, SubscriptionClosed
-from vswitch.ifconfig_cmd import (
-    IfconfigChange,
-    parse_demote,
-    parse_ifconfig,
-    render_group,
-    render_status,
-)
+from vswitch.ifconfig_cmd import render_group, render_status
 from vswitch.status import NodeStatus
 
 log = logging.getLogger("vswitch.control")
@@ -32,6 +36,12 @@ log = logging.getLogger("vswitch.control")
 SYSCTL_PREFIX = "net.inet.carp."
 SYSCTLS = ("allow", "preempt", "log")  # writable; `stats` is read-only (section 8.1)
 LINE_LIMIT = 64 * 1024
+MAX_DEPTH = 32  # JSON nesting of a request; deeper would only feed the parser's recursion
+MAX_CLIENTS = 32
+RESERVE = 4  # client slots event subscribers cannot take: room for the CLI
+IDLE_TIMEOUT = 60.0  # a request connection waiting this long for a request is closed
+WRITE_TIMEOUT = 5.0
+LINGER = 1.0  # seconds to read what a client still sends after a refusal, so it sees the answer
 
 
 class NodeControl(Protocol):
@@ -117,7 +127,7 @@ class Dispatcher:
         if words:
             if carpif is None:
                 raise ValueError("name the carp interface to change")
-            self.node.ifconfig(carpif, parse_ifconfig(words))
+            self.node.ifconfig(carpif, parse_change(words))
         return render_status(self.node.status(), carpif)
 
     def _demote(self, request: dict[str, Any]) -> dict[str, Any]:
@@ -176,13 +186,65 @@ def _encode(message: dict[str, Any]) -> bytes:
     return (json.dumps(message, separators=(",", ":")) + "\n").encode()
 
 
+# a JSON string (an unterminated one runs to the end: no rescans) or a bracket
+_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"?|[\[\]{}]', re.DOTALL)
+_OPEN = frozenset(b"[{")
+_CLOSE = frozenset(b"]}")
+
+
+def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
+    """Whether the JSON text `line` nests arrays/objects deeper than `limit`, brackets inside
+    strings not counted; linear in the length, checked before json.loads recurses into it."""
+    if line.count(b"[") + line.count(b"{") <= limit:
+        return False
+    depth = 0
+    for match in _TOKENS.finditer(line):
+        char = line[match.start()]
+        if char in _OPEN:
+            depth += 1
+            if depth > limit:
+                return True
+        elif char in _CLOSE:
+            depth -= 1
+    return False
+
+
+def peer_credentials(sock: Any) -> tuple[int, int, int]:
+    """(pid, uid, gid) of the process at the other end of a Unix stream socket (SO_PEERCRED)."""
+    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", raw)
+    return pid, uid, gid
+
+
+def check_socket_dir(directory: str, uid: int | None = None) -> None:
+    """The socket's directory must be owned by root or `uid` (default: us) and writable by no
+    one else: whoever can write there can replace the socket and speak for the node."""
+    uid = os.geteuid() if uid is None else uid
+    st = os.stat(directory)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ControlSocketError(f"{directory}: not a directory")
+    if st.st_uid not in (0, uid):
+        raise ControlSocketError(
+            f"{directory}: owned by uid {st.st_uid}, neither root nor the node's user (uid {uid})"
+            "; another user could replace the control socket: use a directory of root's or ours"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise ControlSocketError(
+            f"{directory}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
+            f" another user could replace the control socket: chmod go-w {directory}"
+        )
+
+
 def bind_unix(path: str) -> socket.socket:
     """A listening socket at `path`, mode 0600, replacing a stale socket file.
 
-    The mode is set between bind and listen: until listen() nobody can connect, so there is no
-    window in which another user could reach it.
+    The directory is created 0755 if missing and checked (check_socket_dir). The mode is set
+    between bind and listen: until listen() nobody can connect, so there is no window in which
+    another user could reach it.
     """
-    os.makedirs(os.path.dirname(path) or ".", mode=0o755, exist_ok=True)
+    directory = os.path.dirname(path) or "."
+    os.makedirs(directory, mode=0o755, exist_ok=True)
+    check_socket_dir(directory)
     try:
         st = os.lstat(path)
     except FileNotFoundError:
@@ -190,9 +252,9 @@ def bind_unix(path: str) -> socket.socket:
     else:
         if not stat.S_ISSOCK(st.st_mode):
             raise ControlSocketError(f"{path} exists and is not a socket; remove it")
-        if _listening(path):
-            raise ControlSocketError(f"{path}: another node is already listening there")
-        os.unlink(path)
+        _refuse_if_alive(path)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.bind(path)
@@ -205,16 +267,56 @@ def bind_unix(path: str) -> socket.socket:
     return sock
 
 
-def _listening(path: str) -> bool:
+def _refuse_if_alive(path: str) -> None:
+    """Return only if the socket at `path` is stale (ECONNREFUSED: nobody listens, a crashed
+    node) or gone (ENOENT). Anything else, a full backlog (EAGAIN) or any other error included,
+    may be a live node that is merely slow: its socket is never unlinked."""
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.settimeout(1.0)
+    probe.setblocking(False)  # a Unix connect never waits: it is queued, refused or EAGAIN
     try:
         probe.connect(path)
-    except OSError:
-        return False
+    except (ConnectionRefusedError, FileNotFoundError):
+        return
+    except BlockingIOError:
+        raise ControlSocketError(
+            f"{path}: a node is listening there but not accepting (its queue is full);"
+            " not replacing its socket: stop that node first"
+        ) from None
+    except OSError as exc:
+        raise ControlSocketError(
+            f"{path}: cannot tell whether a node listens there ({exc.strerror or exc});"
+            " not replacing its socket"
+        ) from None
+    else:
+        try:
+            who = f" ({_describe(peer_credentials(probe)[0])})"
+        except OSError:
+            who = ""
+        raise ControlSocketError(f"{path}: another node{who} is already listening there")
     finally:
         probe.close()
-    return True
+
+
+def _describe(pid: int) -> str:
+    """`pid 1234: vswitch run -c gw-a.toml`, as far as /proc tells."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            words = f.read(4096).rstrip(b"\0").split(b"\0")
+    except OSError:
+        return f"pid {pid}"
+    command = " ".join(w.decode(errors="replace") for w in words)
+    return f"pid {pid}: {command}" if command else f"pid {pid}"
+
+
+class _Client:
+    """One connection, as the client limits see it."""
+
+    __slots__ = ("idle_since", "streaming", "writer")
+
+    def __init__(self, writer: asyncio.StreamWriter, now: float) -> None:
+        self.writer = writer
+        self.idle_since: float | None = now  # waiting for a request since; None while busy
+        self.streaming = False  # an event subscriber: never idle, never evicted
 
 
 class ControlServer:
@@ -227,23 +329,30 @@ class ControlServer:
         bus: EventBus,
         *,
         queue_size: int = 1024,
-        max_clients: int = 32,
-        write_timeout: float = 5.0,
+        max_clients: int = MAX_CLIENTS,
+        reserve: int = RESERVE,
+        write_timeout: float = WRITE_TIMEOUT,
+        idle_timeout: float = IDLE_TIMEOUT,
     ) -> None:
         self.path = path
         self.dispatcher = Dispatcher(node)
         self.bus = bus
         self.queue_size = queue_size
         self.max_clients = max_clients
+        self.reserve = min(reserve, max_clients - 1)  # at least one subscriber can get in
         self.write_timeout = write_timeout
-        self.dropped = 0  # clients dropped: event queue full, write timed out, or too many
+        self.idle_timeout = idle_timeout
+        self.dropped = 0  # connections the server closed, for any of the reasons below
+        self.dropped_by_reason: Counter[str] = Counter()
         self._server: asyncio.AbstractServer | None = None
         self._inode: int | None = None
-        self._clients: set[asyncio.StreamWriter] = set()
+        self._owner = os.geteuid()
+        self._clients: dict[asyncio.StreamWriter, _Client] = {}
 
     async def start(self) -> None:
         sock = bind_unix(self.path)
-        self._inode = os.stat(self.path).st_ino
+        st = os.stat(self.path)
+        self._inode, self._owner = st.st_ino, st.st_uid
         self._server = await asyncio.start_unix_server(self._client, sock=sock, limit=LINE_LIMIT)
 
     async def close(self) -> None:
@@ -261,49 +370,112 @@ class ControlServer:
     def clients(self) -> int:
         return len(self._clients)
 
+    @property
+    def subscribers(self) -> int:
+        return sum(1 for c in self._clients.values() if c.streaming)
+
+    def stats(self) -> dict[str, int]:
+        """Clients now, and connections closed by the server: in all and by reason (idle,
+        evicted, too-many, peer, line, slow, overflow)."""
+        reasons = {f"dropped_{k.replace('-', '_')}": v for k, v in self.dropped_by_reason.items()}
+        return {"clients": self.clients, "dropped": self.dropped, **reasons}
+
+    def _drop(self, reason: str) -> None:
+        self.dropped += 1
+        self.dropped_by_reason[reason] += 1
+
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._clients) >= self.max_clients:
-            self.dropped += 1
-            writer.write(_encode(_error(None, "too many control clients")))
-            writer.close()
+        refusal = self._refusal(writer)
+        if refusal is not None:
+            await self._hang_up(reader, writer, _error(None, refusal))
             return
-        self._clients.add(writer)
+        client = _Client(writer, asyncio.get_running_loop().time())
+        self._clients[writer] = client
         try:
-            await self._serve(reader, writer)
+            await self._serve(reader, client)
         except (ConnectionError, asyncio.IncompleteReadError):
             pass
+        except Exception:  # a bug here must cost one client, not the server
+            log.exception("control: client failed")
         finally:
-            self._clients.discard(writer)
-            writer.close()
+            self._clients.pop(writer, None)
+            await self._close(writer)
 
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def _refusal(self, writer: asyncio.StreamWriter) -> str | None:
+        """Why a new connection is refused, or None. Only root and the node's user are served;
+        when every slot is taken the longest-idle request connection makes room."""
+        try:
+            uid = peer_credentials(writer.get_extra_info("socket"))[1]
+        except (OSError, AttributeError, struct.error):
+            uid = -1
+        if uid not in (0, self._owner):
+            self._drop("peer")
+            log.warning("control: refused a client of uid %d", uid)
+            return f"permission denied: uid {uid} is neither root nor the node's user"
+        if len(self._clients) >= self.max_clients and not self._evict_idle():
+            self._drop("too-many")
+            return f"too many control clients ({len(self._clients)})"
+        return None
+
+    def _evict_idle(self) -> bool:
+        idle = [c for c in self._clients.values() if c.idle_since is not None and not c.streaming]
+        if not idle:
+            return False
+        victim = min(idle, key=lambda c: c.idle_since or 0.0)
+        self._drop("evicted")
+        del self._clients[victim.writer]
+        victim.writer.write(
+            _encode(_error(None, "closed: too many control clients and this one was idle"))
+        )
+        victim.writer.close()  # its task reads EOF and finishes
+        return True
+
+    async def _serve(self, reader: asyncio.StreamReader, client: _Client) -> None:
+        writer = client.writer
+        loop = asyncio.get_running_loop()
         while True:
+            client.idle_since = loop.time()
             try:
-                line = await reader.readline()
-            except ValueError:  # longer than LINE_LIMIT
-                await self._send(writer, _error(None, f"request longer than {LINE_LIMIT} bytes"))
+                line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
+            except TimeoutError:
+                self._drop("idle")
+                idle = _error(None, f"idle for {self.idle_timeout:g} s; closing")
+                await self._hang_up(reader, writer, idle)
                 return
+            except ValueError:  # longer than LINE_LIMIT: read on a little so the client sees it
+                self._drop("line")
+                too_long = _error(None, f"request longer than {LINE_LIMIT} bytes")
+                await self._hang_up(reader, writer, too_long, LINGER)
+                return
+            client.idle_since = None
             if not line:
                 return
             if not line.strip():
                 continue
-            try:
-                request = json.loads(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                response = _error(None, "not a JSON object")
-            else:
-                if not isinstance(request, dict):
-                    response = _error(None, "not a JSON object")
-                elif request.get("cmd") == "events":
+            request = _parse(line)
+            if isinstance(request, str):
+                response = _error(None, request)
+            elif request.get("cmd") == "events":
+                if self.subscribers >= self.max_clients - self.reserve:
+                    response = _error(
+                        request.get("id"), f"too many event subscribers ({self.subscribers})"
+                    )
+                else:
+                    client.streaming = True
                     await self._stream(request, reader, writer)
                     return
-                else:
-                    response = self.dispatcher.handle(request)
+            else:
+                response = self.dispatcher.handle(request)
             if not await self._send(writer, response):
                 return
 
     async def _send(self, writer: asyncio.StreamWriter, message: dict[str, Any]) -> bool:
-        writer.write(_encode(message))
+        try:
+            data = _encode(message)
+        except (TypeError, ValueError, RecursionError) as exc:  # a node bug, not the client's
+            log.error("control: cannot encode an answer: %s", exc)
+            data = _encode(_error(message.get("id"), f"internal error: {exc}"))
+        writer.write(data)
         return await self._drain(writer)
 
     async def _drain(self, writer: asyncio.StreamWriter) -> bool:
@@ -311,11 +483,43 @@ class ControlServer:
         try:
             await asyncio.wait_for(writer.drain(), self.write_timeout)
         except TimeoutError:
-            self.dropped += 1
+            self._drop("slow")
             log.warning("control: dropped a client that stopped reading")
             writer.transport.abort()
             return False
         return True
+
+    async def _hang_up(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        message: dict[str, Any],
+        linger: float = 0.0,
+    ) -> None:
+        """Answer `message`, then close. With `linger`, first read on (and discard) what the
+        client still sends, up to `linger` seconds: closing with unread input would reset the
+        connection and the client could lose the answer."""
+        try:
+            writer.write(_encode(message))
+            if linger > 0 and writer.can_write_eof():
+                writer.write_eof()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(_wait_eof(reader), linger)
+        except ConnectionError:
+            pass
+        finally:
+            await self._close(writer)
+
+    async def _close(self, writer: asyncio.StreamWriter) -> None:
+        """Close after what is buffered has gone, or after write_timeout whatever the client
+        does: a connection never outlives its usefulness by more than that."""
+        writer.close()
+        try:
+            await asyncio.wait_for(writer.wait_closed(), self.write_timeout)
+        except Exception:  # timed out, or the client reset: either way it is going now
+            pass
+        finally:
+            writer.transport.abort()
 
     async def _stream(
         self,
@@ -324,7 +528,7 @@ class ControlServer:
         writer: asyncio.StreamWriter,
     ) -> None:
         def drop() -> None:
-            self.dropped += 1
+            self._drop("overflow")
             log.warning("control: dropped a slow event subscriber")
             writer.transport.abort()
 
@@ -344,6 +548,19 @@ class ControlServer:
         finally:
             sub.close()
             watcher.cancel()
+
+
+def _parse(line: bytes) -> dict[str, Any] | str:
+    """A request object, or why the line is not one."""
+    if too_deep(line):
+        return f"request nested deeper than {MAX_DEPTH} levels"
+    try:
+        request = json.loads(line)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return "not a JSON object"
+    if not isinstance(request, dict):
+        return "not a JSON object"
+    return request
 
 
 async def _wait_eof(reader: asyncio.StreamReader) -> None:

@@ -3,11 +3,13 @@
 Everything runs on the node's event loop, so publishing is synchronous and ordered. A subscriber
 (the control socket's `events` stream) gets a bounded queue; when it overflows the subscriber is
 dropped and counted, so a slow reader never holds the node back. Listeners (the hook runner) are
-plain callbacks and must not block.
+plain callbacks and must not block; one that raises is logged and counted (`listener_errors`),
+never raised into the node that published.
 """
 
 import asyncio
 import json
+import logging
 import time
 from collections import deque
 from collections.abc import Callable, Iterable
@@ -18,6 +20,8 @@ from typing import Any, NamedTuple
 
 from carp.actions import Action, CarrierChanged, DemoteChanged, StateChanged
 from vswitch.status import NodeStatus, carpnodes
+
+log = logging.getLogger("vswitch.events")
 
 
 class EventType(StrEnum):
@@ -103,7 +107,7 @@ class Subscription:
             self._bus.dropped += 1
             self.close()
             if self._on_drop is not None:
-                self._on_drop()
+                self._bus._call(self._on_drop)
             return False
         self._queue.append(event)
         self._wakeup.set()
@@ -154,6 +158,7 @@ class EventBus:
         self._listeners: list[Callable[[Event], None]] = []
         self.seq = 0
         self.dropped = 0  # subscribers dropped for overflow
+        self.listener_errors = 0  # listeners or drop callbacks that raised
         self.transitions: dict[tuple[str, int], int] = {}
         self.last_reason: dict[tuple[str, int], str] = {}
 
@@ -239,8 +244,16 @@ class EventBus:
         for sub in list(self._subscribers):
             sub.offer(event)
         for listener in self._listeners:
-            listener(event)
+            self._call(listener, event)
         return event
+
+    def _call(self, callback: Callable[..., None], *args: Any) -> None:
+        """A side channel's callback: its failure must not reach the publishing node."""
+        try:
+            callback(*args)
+        except Exception:
+            self.listener_errors += 1
+            log.exception("events: %r failed", callback)
 
     def _iso(self) -> str:
         return datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")

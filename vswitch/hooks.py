@@ -4,6 +4,11 @@ The bus hands every event to `HookRunner.submit`, which only queues it (bounded;
 logged and counted), so the data path never waits for a hook. One worker task runs the matching
 hooks serially, event after event, each in its own session with the event in its environment.
 A hook that outlives its timeout gets SIGTERM, then SIGKILL, for its whole process group.
+
+Hooks are a side channel: whatever goes wrong with one run (a NUL byte in an argument, EMFILE at
+spawn, a child that will not die) is logged, counted in `failures_by_reason` and the worker goes
+on with the next hook and event. A hook still running when the node stops is killed with its
+process group, by `aclose()` or, from a synchronous `finally`, by `kill_all()`.
 """
 
 import asyncio
@@ -13,6 +18,7 @@ import os
 import signal
 import subprocess
 import tempfile
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
@@ -23,6 +29,14 @@ log = logging.getLogger("vswitch.hooks")
 
 ALL_STATES = frozenset({"init", "backup", "master"})
 OUTPUT_TAIL = 2048  # bytes of a failing hook's output worth logging
+
+# why a hook run failed: the keys of HookRunner.failures_by_reason
+EXIT = "exit"  # ran and exited non-zero, or was killed by a signal
+TIMEOUT = "timeout"  # outlived its timeout and was killed
+SPAWN = "spawn"  # could not be started: no such file, permission, EMFILE, ...
+INVALID = "invalid"  # could not even be asked for: a NUL byte in an argument or variable
+ERROR = "error"  # anything else that went wrong around the run
+REASONS = (EXIT, TIMEOUT, SPAWN, INVALID, ERROR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,11 +84,12 @@ class HookRunner:
         self.grace = grace  # between SIGTERM and SIGKILL
         self._queue: asyncio.Queue[Event] = asyncio.Queue(queue_size)
         self._worker: asyncio.Task[None] | None = None
-        self._running: asyncio.subprocess.Process | None = None
+        self._running: set[asyncio.subprocess.Process] = set()
         self.runs = 0
         self.failures = 0
         self.timeouts = 0
         self.overflows = 0
+        self.failures_by_reason: Counter[str] = Counter()
 
     def update(self, hooks: Iterable[HookSpec]) -> None:
         """New hooks (a reload); events already queued run with the new list."""
@@ -107,13 +122,20 @@ class HookRunner:
 
     async def aclose(self) -> None:
         """Stop the worker; a hook still running is killed with its process group."""
-        if self._running is not None:
-            _signal_group(self._running, signal.SIGKILL)
+        self.kill_all()
         if self._worker is not None:
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+
+    def kill_all(self) -> int:
+        """SIGKILL the process group of every hook still running; synchronous, so the node can
+        call it from any `finally`, with or without a running loop. The number signalled."""
+        running = list(self._running)
+        for proc in running:
+            _signal_group(proc, signal.SIGKILL)
+        return len(running)
 
     def stats(self) -> dict[str, int]:
         """The `hooks` section of the status snapshot."""
@@ -131,13 +153,40 @@ class HookRunner:
             try:
                 for hook in self.hooks:
                     if hook.matches(event):
-                        await self._run(hook, event)
+                        await self._run_counted(hook, event)
             finally:
                 self._queue.task_done()
 
-    async def _run(self, hook: HookSpec, event: Event) -> None:
-        env = {**os.environ, **hook_environment(event)}
-        with tempfile.TemporaryFile() as output:
+    async def _run_counted(self, hook: HookSpec, event: Event) -> None:
+        """One hook run whatever happens to it: nothing but cancellation leaves this."""
+        try:
+            reason = await self._run(hook, event)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug or a resource error: this run fails, not the worker
+            reason = ERROR
+            kind = type(exc).__name__
+            log.error("hook %s failed for event %d: %s: %s", hook.name, event.seq, kind, exc)
+        if reason is not None:
+            self.failures += 1
+            self.failures_by_reason[reason] += 1
+
+    async def _run(self, hook: HookSpec, event: Event) -> str | None:
+        """Run `hook` for `event`; the failure reason, None when it exited 0."""
+        extra = hook_environment(event)
+        if any("\0" in word for word in (*hook.command, *extra.values())):
+            # uvloop would cut the word at the NUL and run something else; asyncio refuses
+            log.error(
+                "hook %s: a NUL byte in %r or its environment; not run", hook.name, hook.command
+            )
+            return INVALID
+        env = {**os.environ, **extra}
+        try:
+            output = tempfile.TemporaryFile()  # noqa: SIM115 (closed by the `with` below)
+        except OSError as exc:  # EMFILE, ENOSPC: no room to even start it
+            log.error("hook %s: cannot run %s: %s", hook.name, hook.command[0], exc)
+            return SPAWN
+        with output:
             try:
                 proc = await asyncio.create_subprocess_exec(
                     *hook.command,
@@ -148,17 +197,22 @@ class HookRunner:
                     start_new_session=True,  # its own process group, killed as a whole
                 )
             except OSError as exc:
-                self.failures += 1
                 log.error("hook %s: cannot run %s: %s", hook.name, hook.command[0], exc)
-                return
-            self._running = proc
+                return SPAWN
+            except (ValueError, TypeError) as exc:  # "embedded null byte" and the like
+                log.error("hook %s: cannot run %r: %s", hook.name, hook.command, exc)
+                return INVALID
+            self._running.add(proc)
             try:
                 code = await self._wait(hook, event, proc)
             finally:
-                self._running = None
+                if proc.returncode is None:  # cancelled or failed while it ran
+                    _signal_group(proc, signal.SIGKILL)
+                self._running.discard(proc)
             self.runs += 1
+            if code is None:
+                return TIMEOUT
             if code != 0:
-                self.failures += 1
                 log.warning(
                     "hook %s exited with %s for event %d: %s",
                     hook.name,
@@ -166,8 +220,13 @@ class HookRunner:
                     event.seq,
                     _tail(output) or "(no output)",
                 )
+                return EXIT
+            return None
 
-    async def _wait(self, hook: HookSpec, event: Event, proc: asyncio.subprocess.Process) -> int:
+    async def _wait(
+        self, hook: HookSpec, event: Event, proc: asyncio.subprocess.Process
+    ) -> int | None:
+        """The exit code, or None when the hook timed out and its group was killed."""
         try:
             return await asyncio.wait_for(proc.wait(), hook.timeout)
         except TimeoutError:
@@ -183,11 +242,15 @@ class HookRunner:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(proc.wait(), self.grace)
         _signal_group(proc, signal.SIGKILL)  # also what is left of the group after the leader
-        return await proc.wait()
+        try:
+            await asyncio.wait_for(proc.wait(), self.grace)
+        except TimeoutError:  # stuck in the kernel: the child watcher reaps it when it can
+            log.error("hook %s (pid %d) does not die; going on without it", hook.name, proc.pid)
+        return None
 
 
 def _signal_group(proc: asyncio.subprocess.Process, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
+    with contextlib.suppress(OSError):  # already gone (ESRCH), or not ours any more (EPERM)
         os.killpg(proc.pid, sig)
 
 

@@ -3,12 +3,17 @@
 The core already filters its `Log` actions by the `log` sysctl (section 8.3); a sink only writes
 them, at their syslog priority. `SinkHandler` sends the node's own Python logging (hooks,
 control socket) to the same place, so an operator reads one stream.
+
+A sink never blocks and never raises: logging is a side channel and must not stop forwarding or
+advertising. A line that cannot be written now (a full pipe, a reader that went away, a full
+syslog queue) is dropped and counted in the sink's `dropped`, which status can report.
 """
 
+import errno
 import logging
 import os
+import select
 import socket
-import sys
 import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
@@ -18,31 +23,96 @@ from carp.actions import Action, Log
 
 LOG_DAEMON = 3  # syslog facility
 DEVLOG = "/dev/log"
+STDERR = 2
+# a pipe write of at most PIPE_BUF bytes after POLLOUT cannot block (one free pipe slot)
+CHUNK = select.PIPE_BUF
+# errors that mean "syslog is there but cannot take this datagram now": drop, do not reconnect
+SYSLOG_BUSY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENOMEM})
+SYSLOG_TOO_BIG = frozenset({errno.EMSGSIZE})
 
 
 class LogSink(Protocol):
+    @property
+    def dropped(self) -> int:
+        """Lines that could not be written (and were not retried)."""
+        ...
+
     def emit(self, level: int, message: str) -> None: ...
 
 
+def write_nonblocking(fd: int, data: bytes) -> int:
+    """Write what `fd` takes now, in PIPE_BUF chunks each after a zero-timeout poll; the number
+    of bytes written. The fd stays in blocking mode: O_NONBLOCK would be shared with every
+    process holding the same terminal or pipe. OSError (EPIPE, EBADF, ...) is the caller's."""
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    written = 0
+    while written < len(data):
+        events = poller.poll(0)
+        if not events:
+            break  # full: a reader that stopped reading
+        if events[0][1] & select.POLLNVAL:
+            raise OSError(errno.EBADF, os.strerror(errno.EBADF))
+        try:
+            n = os.write(fd, data[written : written + CHUNK])
+        except BlockingIOError:  # the fd was non-blocking already
+            break
+        if n <= 0:
+            break
+        written += n
+    return written
+
+
 class StderrSink:
-    """`2024-05-01T10:00:00.123+00:00 gw-a carp0: state transition: BACKUP -> MASTER`."""
+    """`2024-05-01T10:00:00.123+00:00 gw-a carp0: state transition: BACKUP -> MASTER`.
+
+    Written to `stream` if given (tests, embedding), else straight to file descriptor `fd`
+    without blocking; a line cut short is ended before the next one so lines never merge.
+    """
 
     def __init__(
-        self, node: str, stream: TextIO | None = None, wall: Callable[[], float] = time.time
+        self,
+        node: str,
+        stream: TextIO | None = None,
+        wall: Callable[[], float] = time.time,
+        fd: int = STDERR,
     ) -> None:
         self.node = node
+        self.fd = fd
+        self.dropped = 0
         self._stream = stream
         self._wall = wall
+        self._partial = False  # the last line was cut short: start the next on a new line
 
     def emit(self, level: int, message: str) -> None:
-        stamp = datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")
-        stream = self._stream or sys.stderr
-        stream.write(f"{stamp} {self.node} {message}\n")
-        stream.flush()
+        try:
+            stamp = datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")
+            line = f"{stamp} {self.node} {message}\n"
+            if self._stream is not None:
+                self._stream.write(line)
+                self._stream.flush()
+            else:
+                self._write(line.encode(errors="backslashreplace"))
+        except Exception:  # EPIPE, EBADF, ENOSPC, a closed stream...: logging must go on
+            self.dropped += 1
+
+    def _write(self, data: bytes) -> None:
+        if self._partial:
+            data = b"\n" + data
+        written = write_nonblocking(self.fd, data)
+        if written < len(data):
+            self.dropped += 1
+            self._partial = written > 0 or self._partial
+        else:
+            self._partial = False
 
 
 class SyslogSink:
-    """RFC 3164 datagrams to the local syslog socket, as syslog(3) writes them."""
+    """RFC 3164 datagrams to the local syslog socket, as syslog(3) writes them.
+
+    syslogd gone or restarted: reconnect once, else the line goes to the stderr fallback (with a
+    note the first time). syslogd busy (its queue full): the line is dropped and counted.
+    """
 
     def __init__(
         self,
@@ -57,19 +127,25 @@ class SyslogSink:
         self.facility = facility
         self.ident = ident
         self._fallback = fallback
+        self._dropped = 0
         self._failed = False
         self._sock: socket.socket | None = None
         self._connect()  # raises OSError when nothing listens: the caller falls back
+
+    @property
+    def dropped(self) -> int:
+        """Lines lost: syslog busy, or syslog gone and stderr could not take them either."""
+        return self._dropped + self._fallback.dropped
 
     def _connect(self) -> None:
         self.close()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
+            sock.setblocking(False)  # a full syslog queue must not stall the node
             sock.connect(self.address)
         except OSError:
             sock.close()
             raise
-        sock.setblocking(False)  # a full syslog queue must not stall the node
         self._sock = sock
 
     def close(self) -> None:
@@ -78,19 +154,31 @@ class SyslogSink:
             self._sock = None
 
     def emit(self, level: int, message: str) -> None:
-        priority = self.facility * 8 + max(0, min(level, 7))
-        stamp = time.strftime("%b %e %H:%M:%S")
-        data = f"<{priority}>{stamp} {self.ident}[{os.getpid()}]: {self.node} {message}".encode()
+        try:
+            priority = self.facility * 8 + max(0, min(level, 7))
+            stamp = time.strftime("%b %e %H:%M:%S")
+            text = f"<{priority}>{stamp} {self.ident}[{os.getpid()}]: {self.node} {message}"
+            self._deliver(level, message, text.encode(errors="backslashreplace"))
+        except Exception:
+            self._dropped += 1
+
+    def _deliver(self, level: int, message: str, data: bytes) -> None:
         try:
             self._send(data)
-        except OSError:
+        except OSError as exc:
+            if exc.errno in SYSLOG_BUSY or exc.errno in SYSLOG_TOO_BIG:
+                self._dropped += 1
+                return
             try:
                 self._connect()  # syslogd restarted: reconnect once
                 self._send(data)
-            except OSError as exc:
+            except OSError as again:
+                if again.errno in SYSLOG_BUSY:  # reconnected, but it is busy
+                    self._dropped += 1
+                    return
                 self.close()
                 if not self._failed:
-                    note = f"syslog at {self.address} failed ({exc}); using stderr"
+                    note = f"syslog at {self.address} failed ({again}); using stderr"
                     self._fallback.emit(3, note)
                 self._failed = True
                 self._fallback.emit(level, message)
@@ -99,7 +187,7 @@ class SyslogSink:
 
     def _send(self, data: bytes) -> None:
         if self._sock is None:
-            raise OSError("not connected")
+            raise OSError(errno.ENOTCONN, "not connected")
         self._sock.send(data)
 
 
@@ -136,21 +224,38 @@ def syslog_priority(levelno: int) -> int:
 
 
 class SinkHandler(logging.Handler):
+    """Python logging into a sink. Never raises and never falls back to logging's handleError,
+    which would write a traceback to a possibly blocked stderr: a record that cannot be
+    formatted or written is counted in `dropped`."""
+
     def __init__(self, sink: LogSink, level: int = logging.INFO) -> None:
         super().__init__(level)
         self.sink = sink
+        self.dropped = 0
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             self.sink.emit(syslog_priority(record.levelno), self.format(record))
         except Exception:
-            self.handleError(record)
+            self.dropped += 1
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self.dropped += 1  # logging calls it on its own errors too (e.g. in flush)
 
 
-def install(sink: LogSink, level: int = logging.INFO, logger: str = "vswitch") -> SinkHandler:
-    """Route the `vswitch.*` Python loggers to `sink`."""
+def install(
+    sink: LogSink, level: int = logging.INFO, logger: str = "vswitch", last_resort: bool = True
+) -> SinkHandler:
+    """Route the `vswitch.*` Python loggers to `sink`.
+
+    With `last_resort`, records of loggers with no handler at all (asyncio's "exception in
+    callback", uvloop's) go to the sink at WARNING too, instead of logging's last-resort
+    handler that writes to sys.stderr and would block on a full pipe.
+    """
     handler = SinkHandler(sink, level)
     target = logging.getLogger(logger)
     target.addHandler(handler)
     target.setLevel(min(target.level or level, level))
+    if last_resort:
+        logging.lastResort = SinkHandler(sink, logging.WARNING)
     return handler

@@ -1,11 +1,18 @@
 """Prometheus metrics: text exposition format 0.0.4 rendered from a status snapshot, served over
-a minimal asyncio HTTP endpoint (GET /metrics; loopback by default, `[node] metrics`)."""
+a minimal asyncio HTTP endpoint (GET /metrics; loopback by default, `[node] metrics`).
+
+The endpoint is a side channel on the node's loop, so it is bounded in every direction: at most
+`max_connections` at once (more are closed as soon as accepted, so a reconnect storm cannot eat
+the node's descriptors), each connection bounded in time (request and answer) and size, and the
+text rendered at most once per `cache` seconds whatever the scrape rate.
+"""
 
 import asyncio
-import contextlib
 import logging
 import math
 import re
+import socket
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -15,8 +22,11 @@ log = logging.getLogger("vswitch.metrics")
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 DEFAULT_LISTEN = "127.0.0.1:9812"
-REQUEST_LIMIT = 8192
-REQUEST_TIMEOUT = 5.0
+REQUEST_LIMIT = 8192  # bytes of request head
+REQUEST_TIMEOUT = 5.0  # seconds for the whole request head, and again for the answer
+MAX_CONNECTIONS = 16
+RENDER_CACHE = 1.0  # seconds a rendered text is served again
+BACKLOG = 64
 
 Labels = tuple[tuple[str, str], ...]
 
@@ -169,41 +179,114 @@ def parse_listen(text: str) -> tuple[str, int]:
     return match.group(1) or match.group(2), int(match.group(3))
 
 
-class MetricsServer:
-    """GET /metrics -> the exposition of `status()`; anything else 404 (or 405)."""
+Answer = tuple[str, bytes, str]  # status line, body, extra header lines
 
-    def __init__(self, listen: str, status: Callable[[], NodeStatus]) -> None:
+
+class MetricsServer:
+    """GET /metrics -> the exposition of `status()`; anything else 404 (or 405).
+
+    `bind()` takes the listening socket synchronously, so a taken port is an error before the
+    node builds anything; `start()` then serves on it (and binds first if nobody did).
+    """
+
+    def __init__(
+        self,
+        listen: str,
+        status: Callable[[], NodeStatus],
+        *,
+        max_connections: int = MAX_CONNECTIONS,
+        timeout: float = REQUEST_TIMEOUT,
+        cache: float = RENDER_CACHE,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.host, self.port = parse_listen(listen)
+        self.max_connections = max_connections
+        self.timeout = timeout
+        self.cache = cache
+        self.renders = 0  # status snapshots rendered
+        self.refused = 0  # connections closed at once: max_connections reached
+        self.timeouts = 0  # connections cut off: request or answer too slow
         self._status = status
+        self._clock = clock
+        self._rendered: tuple[float, Answer] | None = None
+        self._sock: socket.socket | None = None
         self._server: asyncio.AbstractServer | None = None
+        self._connections: set[asyncio.StreamWriter] = set()
+
+    @property
+    def address(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def connections(self) -> int:
+        return len(self._connections)
+
+    def bind(self) -> None:
+        """Take the listening socket now; OSError naming the address if it cannot."""
+        if self._sock is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        try:
+            sock = socket.create_server((self.host, self.port), family=family, backlog=BACKLOG)
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+            raise OSError(exc.errno, f"metrics: cannot listen on {self.address}: {reason}") from exc
+        sock.setblocking(False)
+        self._sock = sock
+        self.port = sock.getsockname()[1]  # the real one when 0 was asked
 
     async def start(self) -> None:
+        self.bind()
+        assert self._sock is not None
         self._server = await asyncio.start_server(
-            self._client, self.host, self.port, limit=REQUEST_LIMIT
+            self._client, sock=self._sock, limit=REQUEST_LIMIT
         )
-        self.port = self._server.sockets[0].getsockname()[1]  # the real one when 0 was asked
 
     async def close(self) -> None:
         if self._server is not None:
             self._server.close()
+            for writer in list(self._connections):
+                writer.transport.abort()
             await self._server.wait_closed()
             self._server = None
+        if self._sock is not None:
+            self._sock.close()  # bound but never started
+            self._sock = None
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= self.max_connections:
+            self.refused += 1
+            writer.transport.abort()  # the descriptor goes now, not after a timeout
+            return
+        self._connections.add(writer)
         try:
-            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), REQUEST_TIMEOUT)
-            status, body, extra = self._answer(head.split(b"\r\n", 1)[0])
-            writer.write(_response(status, body, extra))
-            await asyncio.wait_for(writer.drain(), REQUEST_TIMEOUT)
-        except (TimeoutError, ConnectionError, asyncio.IncompleteReadError):
-            pass
-        except asyncio.LimitOverrunError:
-            writer.write(_response("431 Request Header Fields Too Large", b"too large\n", ""))
+            await self._serve(reader, writer)
+        except Exception as exc:  # a client must never leave a traceback in the node's log
+            log.debug("metrics: client failed: %s: %s", type(exc).__name__, exc)
         finally:
-            with contextlib.suppress(ConnectionError):
-                writer.close()
+            self._connections.discard(writer)
+            writer.transport.abort()  # closed already, or given up on: the descriptor goes now
 
-    def _answer(self, request_line: bytes) -> tuple[str, bytes, str]:
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), self.timeout)
+        except TimeoutError:
+            self.timeouts += 1
+            answer: Answer = ("408 Request Timeout", b"request timeout\n", "")
+        except asyncio.LimitOverrunError:
+            answer = ("431 Request Header Fields Too Large", b"too large\n", "")
+        except (ConnectionError, asyncio.IncompleteReadError):
+            return
+        else:
+            answer = self._answer(head.split(b"\r\n", 1)[0])
+        writer.write(_response(*answer))
+        writer.close()  # flushes what is buffered, then closes
+        try:
+            await asyncio.wait_for(writer.wait_closed(), self.timeout)
+        except TimeoutError:  # a reader too slow to take the answer
+            self.timeouts += 1
+
+    def _answer(self, request_line: bytes) -> Answer:
         parts = request_line.decode("latin-1").split(" ")
         if len(parts) != 3 or not parts[2].startswith("HTTP/"):
             return "400 Bad Request", b"bad request\n", ""
@@ -212,14 +295,26 @@ class MetricsServer:
             return "404 Not Found", b"not found; try /metrics\n", ""
         if method not in ("GET", "HEAD"):
             return "405 Method Not Allowed", b"method not allowed\n", "Allow: GET, HEAD\r\n"
+        status, body, extra = self._metrics()
+        if method == "HEAD" and status.startswith("200"):
+            return status, b"", f"Content-Length: {len(body)}\r\n"
+        return status, body, extra
+
+    def _metrics(self) -> Answer:
+        """The rendered text, rendered again only when older than `cache` seconds: a scrape
+        storm costs the node's loop one render per interval. A failure is cached too, so it is
+        logged once per interval, not once per scrape."""
+        now = self._clock()
+        if self._rendered is not None and now - self._rendered[0] < self.cache:
+            return self._rendered[1]
+        self.renders += 1
         try:
-            body = render(self._status()).encode()
+            answer: Answer = ("200 OK", render(self._status()).encode(), "")
         except Exception:
             log.exception("metrics: cannot render the status")
-            return "500 Internal Server Error", b"internal error\n", ""
-        if method == "HEAD":
-            return "200 OK", b"", f"Content-Length: {len(body)}\r\n"
-        return "200 OK", body, ""
+            answer = ("500 Internal Server Error", b"internal error\n", "")
+        self._rendered = (now, answer)
+        return answer
 
 
 def _response(status: str, body: bytes, extra: str) -> bytes:

@@ -17,7 +17,18 @@ from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import FakeNode
 from tests.vswitch.loops import Run
-from vswitch.control import LINE_LIMIT, ControlServer, ControlSocketError, Dispatcher, bind_unix
+from vswitch import control
+from vswitch.control import (
+    LINE_LIMIT,
+    MAX_DEPTH,
+    ControlServer,
+    ControlSocketError,
+    Dispatcher,
+    bind_unix,
+    check_socket_dir,
+    peer_credentials,
+    too_deep,
+)
 
 
 @pytest.fixture
@@ -117,8 +128,9 @@ def test_refuses_a_live_socket_and_other_files(sockdir: str) -> None:
     path = os.path.join(sockdir, "n.sock")
     live = bind_unix(path)
     try:
-        with pytest.raises(ControlSocketError, match="another node is already listening"):
+        with pytest.raises(ControlSocketError, match="is already listening there") as refused:
             bind_unix(path)
+        assert f"another node (pid {os.getpid()}: " in str(refused.value)  # names the other
     finally:
         live.close()
     other = os.path.join(sockdir, "file")
@@ -128,6 +140,59 @@ def test_refuses_a_live_socket_and_other_files(sockdir: str) -> None:
         bind_unix(other)
     with open(other) as f:
         assert f.read() == "keep me"
+
+
+def test_a_busy_node_keeps_its_socket(sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+    busy = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    busy.bind(path)
+    busy.listen(0)  # a node that does not get round to accepting
+    inode = os.stat(path).st_ino
+    waiting = []
+    try:
+        while True:  # fill its backlog: a probe now cannot connect, the node is not dead
+            assert len(waiting) < 100, "the backlog never filled"
+            client = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            client.setblocking(False)
+            waiting.append(client)
+            try:
+                client.connect(path)
+            except BlockingIOError:
+                break
+        with pytest.raises(ControlSocketError, match="listening there but not accepting"):
+            bind_unix(path)
+        assert os.stat(path).st_ino == inode  # never unlinked
+    finally:
+        for client in waiting:
+            client.close()
+        busy.close()
+
+
+def test_the_socket_directory_is_checked(sockdir: str) -> None:
+    shared = os.path.join(sockdir, "shared")
+    os.mkdir(shared)
+    os.chmod(shared, 0o1777)  # like /tmp: anyone could put a socket there first
+    with pytest.raises(ControlSocketError, match=r"writable by group or others.*chmod go-w"):
+        bind_unix(os.path.join(shared, "n.sock"))
+    assert os.listdir(shared) == []
+    os.chmod(shared, 0o775)
+    with pytest.raises(ControlSocketError, match="mode 0775"):
+        check_socket_dir(shared)
+    mine = os.path.join(sockdir, "mine")
+    os.mkdir(mine, 0o755)
+    check_socket_dir(mine)
+    owner = os.stat(mine).st_uid
+    if owner == 0:  # root owns it: another owner only by chown
+        os.chown(mine, 4242, -1)
+        stranger = 0
+    else:  # ours: checked as if the node ran as someone else
+        stranger = owner + 1
+    with pytest.raises(ControlSocketError, match="neither root nor the node's user"):
+        check_socket_dir(mine, stranger)
+    with open(os.path.join(sockdir, "file"), "w"):
+        pass
+    with pytest.raises(ControlSocketError, match="not a directory"):
+        check_socket_dir(os.path.join(sockdir, "file"))
 
 
 def test_close_leaves_a_replaced_socket_alone(run: Run, sockdir: str) -> None:
@@ -176,7 +241,8 @@ def test_ifconfig_show_change_and_errors(run: Run, sockdir: str) -> None:
             assert "\tcarp: BACKUP carpdev lan0 vhid 1 advbase 1 advskew 50" in changed["result"]
             assert node.params["carp0"].carpnodes[0].advskew == 50
             bad = await conn.ask(id=4, cmd="ifconfig", carpif="carp0", words=["advskew", "300"])
-            assert bad == {"id": 4, "ok": False, "error": "advskew 300: out of range 0..254"}
+            assert bad["id"] == 4 and bad["ok"] is False
+            assert "advskew" in bad["error"] and "300" in bad["error"] and "0..254" in bad["error"]
             unknown = await conn.ask(id=5, cmd="ifconfig", carpif="carp9", words=["up"])
             assert unknown["error"] == "carp9: no such carp interface"
             nameless = await conn.ask(id=6, cmd="ifconfig", words=["up"])
@@ -280,20 +346,155 @@ def test_bad_requests_keep_the_connection(run: Run, sockdir: str) -> None:
     run(scenario())
 
 
-def test_too_many_clients(run: Run, sockdir: str) -> None:
+def test_idle_clients_make_room_for_the_cli(run: Run, sockdir: str) -> None:
     path = os.path.join(sockdir, "n.sock")
 
     async def scenario() -> None:
-        async with serving(path, max_clients=1) as (server, _):
-            first = await connect(path)
-            assert (await first.ask(id=1, cmd="status"))["ok"]
+        async with serving(path, max_clients=3, reserve=1) as (server, node):
+            subs = [await connect(path) for _ in range(3)]
+            for sub in subs[:2]:
+                assert (await sub.ask(id=1, cmd="events", snapshot=False))["ok"]
+            third = await subs[2].ask(id=1, cmd="events", snapshot=False)
+            assert third == {"id": 1, "ok": False, "error": "too many event subscribers (2)"}
+            assert (await subs[2].ask(id=2, cmd="status"))["ok"]  # still a request client
+            cli = await connect(path)  # every slot taken: the idle one makes room
+            assert (await cli.ask(id=1, cmd="status"))["ok"]
+            evicted = await subs[2].next()
+            assert evicted["error"] == "closed: too many control clients and this one was idle"
+            assert await subs[2].line() is None
+            assert server.dropped_by_reason == {"evicted": 1}
+            node.bus.publish_link(1.0, "lan0", "vm1", True)  # the subscribers were left alone
+            for sub in subs[:2]:
+                assert (await sub.next())["type"] == "link"
+            for conn in (*subs, cli):
+                conn.close()
+
+    run(scenario())
+
+
+def test_too_many_clients_and_none_idle(run: Run, sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path, max_clients=1, reserve=0) as (server, _):
+            sub = await connect(path)
+            assert (await sub.ask(id=1, cmd="events", snapshot=False))["ok"]
             second = await connect(path)
-            assert (await second.next())["error"] == "too many control clients"
+            assert (await second.next())["error"] == "too many control clients (1)"
             assert await second.line() is None
-            assert server.dropped == 1
-            assert (await first.ask(id=2, cmd="status"))["ok"]
-            first.close()
+            assert server.dropped == 1 and server.stats()["dropped_too_many"] == 1
+            sub.close()
+            await until(lambda: server.clients == 0, "the subscriber to go")
+            third = await connect(path)
+            assert (await third.ask(id=2, cmd="status"))["ok"]
             second.close()
+            third.close()
+
+    run(scenario())
+
+
+def test_idle_request_clients_time_out_subscribers_do_not(run: Run, sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path, idle_timeout=0.2) as (server, node):
+            sub = await connect(path)
+            assert (await sub.ask(id=1, cmd="events", snapshot=False))["ok"]
+            idle = await connect(path)
+            assert (await idle.ask(id=1, cmd="status"))["ok"]
+            assert await idle.next() == {
+                "id": None,
+                "ok": False,
+                "error": "idle for 0.2 s; closing",
+            }
+            assert await idle.line() is None
+            assert server.dropped_by_reason == {"idle": 1}
+            node.bus.publish_link(1.0, "lan0", "vm1", True)  # the subscriber outlived it
+            assert (await sub.next())["type"] == "link"
+            idle.close()
+            sub.close()
+
+    run(scenario())
+
+
+def test_a_long_line_still_being_sent_gets_its_answer(run: Run, sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path) as (server, _):
+            conn = await connect(path)
+            conn.writer.write(b"x" * (LINE_LIMIT * 4))  # no newline, more than the server reads
+            answer = await conn.next()
+            assert answer["error"] == f"request longer than {LINE_LIMIT} bytes"
+            assert await conn.line() is None
+            assert server.dropped_by_reason == {"line": 1}
+            conn.close()
+
+    run(scenario())
+
+
+def test_deep_nesting_is_answered(run: Run, sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path):
+            conn = await connect(path)
+            await conn.send(b"[" * 20_000 + b"]" * 20_000 + b"\n")
+            deep = await conn.next()
+            assert deep["error"] == f"request nested deeper than {MAX_DEPTH} levels"
+            await conn.send(b'{"id": 1, "cmd": "status", "x": ' + b"[" * 40_000 + b"\n")
+            assert (await conn.next())["error"] == deep["error"]
+            bracey = "[{" * 100  # brackets in a string are not nesting
+            answer = await conn.ask(id=bracey, cmd="status")
+            assert answer["ok"] and answer["id"] == bracey
+            conn.close()
+
+    run(scenario())
+
+
+def test_too_deep() -> None:
+    def nested(depth: int) -> bytes:
+        return b'{"a":' * depth + b"1" + b"}" * depth
+
+    assert not too_deep(nested(MAX_DEPTH))
+    assert too_deep(nested(MAX_DEPTH + 1))
+    assert not too_deep(b"[" * MAX_DEPTH)
+    assert too_deep(b"[" * (MAX_DEPTH + 1))
+    assert not too_deep(b"[" * 10 + b"]" * 10 + b"[" * 30)  # depth, not count
+    inside = b'["' + b"[" * 100 + b'"]'
+    assert not too_deep(inside)
+    escaped = b'["\\"' + b"[" * 100 + b'"]'  # \" does not end the string
+    assert not too_deep(escaped)
+    # brackets in an unterminated string: scanned in linear time, not rescanned per quote
+    unterminated = b'["' + b'\\"' * 20_000 + b"[" * 40
+    assert not too_deep(unterminated)
+
+
+def test_peer_credentials_of_a_socketpair() -> None:
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        assert peer_credentials(a) == (os.getpid(), os.getuid(), os.getgid())
+    finally:
+        a.close()
+        b.close()
+
+
+def test_other_users_are_refused(run: Run, sockdir: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = os.path.join(sockdir, "n.sock")
+    monkeypatch.setattr(control, "peer_credentials", lambda sock: (1, 4242, 4242))
+
+    async def scenario() -> None:
+        async with serving(path) as (server, _):
+            conn = await connect(path)
+            answer = await conn.next()
+            assert answer == {
+                "id": None,
+                "ok": False,
+                "error": "permission denied: uid 4242 is neither root nor the node's user",
+            }
+            assert await conn.line() is None
+            assert server.dropped_by_reason == {"peer": 1}
+            conn.close()
 
     run(scenario())
 
@@ -397,6 +598,27 @@ def test_a_client_that_stops_reading_is_dropped(run: Run, sockdir: str) -> None:
             await until(lambda: node.bus.subscribers == 0, "the subscriber to go")
             assert server.clients == 0
             assert published < 1_000_000
+            conn.close()
+
+    run(scenario())
+
+
+def test_a_request_client_that_stops_reading_is_dropped(run: Run, sockdir: str) -> None:
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path, write_timeout=0.2) as (server, _):
+            conn = await connect(path)
+            sent = 0
+            deadline = asyncio.get_running_loop().time() + 30
+            while not server.dropped:  # ask and ask, never read: the answers back up
+                assert asyncio.get_running_loop().time() < deadline, "never dropped"
+                conn.writer.write(b'{"id": 1, "cmd": "status"}\n' * 100)
+                sent += 100
+                await asyncio.sleep(0.01)
+            assert server.dropped_by_reason == {"slow": 1}
+            await until(lambda: server.clients == 0, "the client to go")
+            assert sent < 1_000_000
             conn.close()
 
     run(scenario())

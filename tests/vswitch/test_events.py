@@ -212,3 +212,23 @@ def test_states_from_status() -> None:
         CarpNodeState("carp1", 1, "MASTER", "preempting a less preferred master"),
         CarpNodeState("carp1", 2, "BACKUP", None),
     ]
+
+
+def test_a_failing_listener_is_counted_not_raised() -> None:
+    bus = make_bus()
+    seen: list[int] = []
+
+    def broken(event: Event) -> None:
+        raise RuntimeError("listener bug")
+
+    def broken_drop() -> None:
+        raise OSError("transport gone")
+
+    bus.add_listener(broken)
+    bus.add_listener(lambda e: seen.append(e.seq))
+    slow = bus.subscribe(maxsize=1, snapshot=False, on_drop=broken_drop)
+    bus.publish_link(1.0, "lan0", "vm1", True)
+    bus.publish_link(2.0, "lan0", "vm1", False)  # overflows `slow`: its drop callback raises
+    assert seen == [1, 2]  # the next listener still saw every event
+    assert slow.closed and bus.dropped == 1
+    assert bus.listener_errors == 3

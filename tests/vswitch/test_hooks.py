@@ -1,19 +1,23 @@
 """Hooks: serial, ordered, with the event in the environment, bounded, killed on timeout."""
 
 import asyncio
+import errno
 import json
 import logging
 import os
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 
 from carp.actions import CarrierChanged, Reason, StateChanged
 from carp.constants import State
 from tests.vswitch.loops import Run
+from vswitch import hooks
 from vswitch.events import EventBus
 from vswitch.hooks import ALL_STATES, HookRunner, HookSpec, hook_environment
 
@@ -147,6 +151,7 @@ def test_timeout_kills_the_process_group_and_goes_on(run: Run, tmp_path: Path) -
         transition(bus, 1, State.BACKUP, State.MASTER)
         await asyncio.wait_for(runner.join(), 30)
         assert runner.timeouts == 1 and runner.failures == 1
+        assert runner.failures_by_reason == {"timeout": 1}
         assert lines(after) == ["ran"]
         child = int(pids.read_text())
         await until(lambda: not alive(child), "the hook's child to die")
@@ -189,6 +194,7 @@ def test_overflow_is_counted_not_blocking(tmp_path: Path, caplog: pytest.LogCapt
 def test_failures_are_logged_with_output(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     failing = sh("echo something went wrong >&2; exit 3")
     missing = HookSpec((str(tmp_path / "no-such-hook"),))
+    runner_reasons: list[dict[str, int]] = []
 
     async def scenario() -> None:
         bus = EventBus("gw-a")
@@ -204,11 +210,13 @@ def test_failures_are_logged_with_output(tmp_path: Path, caplog: pytest.LogCaptu
             "timeouts": 0,
             "overflows": 0,
         }
+        runner_reasons.append(dict(runner.failures_by_reason))
         await runner.aclose()
 
     with caplog.at_level(logging.WARNING, logger="vswitch.hooks"):
         asyncio.run(scenario())
     assert "hook sh exited with 3 for event 1: something went wrong" in caplog.text
+    assert runner_reasons == [{"exit": 1, "spawn": 1}]
     assert "hook no-such-hook: cannot run" in caplog.text
 
 
@@ -241,3 +249,124 @@ def test_update_and_from_config() -> None:
     runner = HookRunner([spec])
     runner.update([any_state])
     assert runner.hooks == (any_state,)
+
+
+# ---- the worker survives anything one run does ----
+
+
+def survivor_scenario(
+    run: Run, tmp_path: Path, broken: HookSpec, expect: dict[str, int], events: int = 1
+) -> None:
+    """`broken` runs first for each event; a valid hook after it must still run every time."""
+    after = tmp_path / "after"
+    valid = sh(f'echo "$VSWITCH_SEQ" >> {after}')
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([broken, valid])
+        bus.add_listener(runner.submit)
+        runner.start()
+        for vhid in range(1, events + 1):
+            transition(bus, vhid, State.INIT, State.BACKUP)
+        await asyncio.wait_for(runner.join(), 20)
+        assert runner.failures_by_reason == expect
+        assert runner.failures == sum(expect.values())
+        await runner.aclose()
+
+    run(scenario())
+    assert lines(after) == [str(seq) for seq in range(1, events + 1)]
+
+
+def test_a_nul_byte_in_an_argument(
+    run: Run, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.ERROR, logger="vswitch.hooks"):
+        survivor_scenario(run, tmp_path, HookSpec(("/bin/echo", "a\0b")), {"invalid": 2}, events=2)
+    assert "hook echo: a NUL byte in" in caplog.text
+
+
+def test_emfile_at_spawn(run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = asyncio.create_subprocess_exec
+    calls = []
+
+    async def spawn(*args: Any, **kwargs: Any) -> asyncio.subprocess.Process:
+        calls.append(args[0])
+        if args[0] == "/bin/true":
+            raise OSError(errno.EMFILE, "Too many open files")
+        return await real(*args, **kwargs)
+
+    monkeypatch.setattr(hooks.asyncio, "create_subprocess_exec", spawn)
+    survivor_scenario(run, tmp_path, HookSpec(("/bin/true",)), {"spawn": 2}, events=2)
+    assert calls == ["/bin/true", "/bin/sh", "/bin/true", "/bin/sh"]
+
+
+def test_emfile_for_the_output_file(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = tempfile.TemporaryFile
+    refuse = [True]
+
+    def temporary_file() -> Any:
+        if refuse.pop(0) if refuse else False:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real()
+
+    monkeypatch.setattr(hooks.tempfile, "TemporaryFile", temporary_file)
+    survivor_scenario(run, tmp_path, HookSpec(("/bin/true",)), {"spawn": 1})
+
+
+def test_an_unexpected_error_in_a_run(
+    run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = hooks.hook_environment
+    broken = [True]
+
+    def environment(event: Any) -> dict[str, str]:
+        if broken and broken.pop():
+            raise RuntimeError("a bug")
+        return real(event)
+
+    monkeypatch.setattr(hooks, "hook_environment", environment)
+    survivor_scenario(run, tmp_path, HookSpec(("/bin/true",)), {"error": 1})
+
+
+def test_kill_all_is_synchronous_and_the_worker_goes_on(tmp_path: Path) -> None:
+    pid_file, after = tmp_path / "pid", tmp_path / "after"
+    slow = sh(f"echo $$ > {pid_file}; sleep 60", timeout=120)
+    next_hook = sh(f"echo ran >> {after}")
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([slow, next_hook])
+        bus.add_listener(runner.submit)
+        runner.start()
+        assert runner.kill_all() == 0
+        transition(bus, 1, State.INIT, State.BACKUP)
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the hook")
+        pid = int(pid_file.read_text())
+        assert runner.kill_all() == 1  # what a node's `finally` does
+        await until(lambda: not alive(pid), "the hook to die")
+        await asyncio.wait_for(runner.join(), 20)
+        assert lines(after) == ["ran"]
+        assert runner.failures_by_reason == {"exit": 1}  # killed by SIGKILL
+        await runner.aclose()
+
+    asyncio.run(scenario())
+
+
+def test_a_hook_dies_with_the_loop_without_aclose(tmp_path: Path) -> None:
+    pid_file = tmp_path / "pid"
+    slow = sh(f"echo $$ > {pid_file}; sleep 60", timeout=120)
+
+    async def scenario() -> None:
+        bus = EventBus("gw-a")
+        runner = HookRunner([slow])
+        bus.add_listener(runner.submit)
+        runner.start()
+        transition(bus, 1, State.INIT, State.BACKUP)
+        await until(lambda: pid_file.exists() and pid_file.read_text().strip() != "", "the hook")
+        # returning cancels the worker mid-run: its `finally` kills the process group
+
+    asyncio.run(scenario())
+    pid = int(pid_file.read_text())
+    asyncio.run(until(lambda: not alive(pid), "the hook to die"))

@@ -1,5 +1,9 @@
-"""Log sinks: stderr lines, syslog datagrams (to a private socket), fallback, Python logging."""
+"""Log sinks: stderr lines, syslog datagrams (to a private socket), fallback, Python logging;
+none of them blocks or raises when the other end is full or gone."""
 
+import contextlib
+import errno
+import fcntl
 import io
 import logging
 import os
@@ -7,7 +11,8 @@ import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +27,7 @@ from vswitch.logsink import (
     install,
     open_sink,
     syslog_priority,
+    write_nonblocking,
 )
 
 
@@ -40,6 +46,7 @@ def devlog() -> Iterator[tuple[str, socket.socket]]:
 class Recorder:
     def __init__(self) -> None:
         self.lines: list[tuple[int, str]] = []
+        self.dropped = 0
 
     def emit(self, level: int, message: str) -> None:
         self.lines.append((level, message))
@@ -123,7 +130,7 @@ def test_syslog_going_away_falls_back_then_recovers(devlog: tuple[str, socket.so
 
 def test_python_logging_goes_to_the_sink() -> None:
     rec = Recorder()
-    handler = install(rec, logger="vswitch.test_logsink")
+    handler = install(rec, logger="vswitch.test_logsink", last_resort=False)
     try:
         logger = logging.getLogger("vswitch.test_logsink.hooks")
         logger.error("hook notify timed out")
@@ -137,10 +144,187 @@ def test_python_logging_goes_to_the_sink() -> None:
 
 def test_handler_survives_a_broken_sink(capsys: pytest.CaptureFixture[str]) -> None:
     class Broken:
+        dropped = 0
+
         def emit(self, level: int, message: str) -> None:
             raise OSError("disk full")
 
     handler = SinkHandler(Broken())
     record = logging.LogRecord("vswitch", logging.ERROR, __file__, 1, "boom", None, None)
-    handler.emit(record)  # logging's handleError reports, nothing is raised
-    assert "disk full" in capsys.readouterr().err
+    handler.handle(record)
+    bad_args = logging.LogRecord("vswitch", logging.ERROR, __file__, 1, "%d", ("x",), None)
+    handler.handle(bad_args)  # cannot even be formatted
+    assert handler.dropped == 2
+    assert capsys.readouterr().err == ""  # nothing written to a stderr that may be blocked
+
+
+def test_last_resort_goes_to_the_sink(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logging, "lastResort", logging.lastResort)  # restored afterwards
+    rec = Recorder()
+    handler = install(rec, logger="vswitch.test_logsink.lr")
+    logging.getLogger("vswitch.test_logsink.lr").removeHandler(handler)
+    orphan = logging.getLogger("test_logsink_orphan")  # no handler anywhere, like asyncio's
+    orphan.propagate = False
+    orphan.error("Exception in callback")
+    orphan.info("below WARNING")
+    assert rec.lines == [(3, "Exception in callback")]
+
+
+# ---- stderr that cannot take a line: dropped and counted, never blocking or raising ----
+
+
+def in_thread(action: Callable[[], None]) -> None:
+    """Run `action` where a block would show: the test fails instead of hanging."""
+    worker = threading.Thread(target=action, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "the sink blocked"
+
+
+def fill(fd: int) -> int:
+    """Fill the pipe behind `fd` in whole 4 KiB writes; the number of bytes it holds."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    total = 0
+    try:
+        while True:
+            total += os.write(fd, b"f" * 4096)
+    except BlockingIOError:
+        pass
+    fcntl.fcntl(fd, fcntl.F_SETFL, flags)  # blocking again, as stderr normally is
+    return total
+
+
+def drain(fd: int) -> bytes:
+    os.set_blocking(fd, False)
+    data = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            data += chunk
+    except BlockingIOError:
+        pass
+    return data
+
+
+@pytest.fixture
+def pipe() -> Iterator[tuple[int, int]]:
+    r, w = os.pipe()
+    yield r, w
+    for fd in (r, w):
+        with contextlib.suppress(OSError):  # the test closed it already
+            os.close(fd)
+
+
+def test_stderr_reader_gone(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    os.close(r)  # `vswitch run 2>&1 | head -c 1` after head exits
+    sink = StderrSink("gw-a", fd=w)
+    in_thread(lambda: sink.emit(LOG_CRIT, "carp0: state transition: BACKUP -> MASTER"))
+    sink.emit(LOG_CRIT, "again")
+    assert sink.dropped == 2
+
+
+def test_stderr_closed_fd(pipe: tuple[int, int]) -> None:
+    _, w = pipe
+    sink = StderrSink("gw-a", fd=w)
+    os.close(w)
+    sink.emit(LOG_CRIT, "to nowhere")  # EBADF
+    assert sink.dropped == 1
+
+
+def test_stderr_full_pipe_drops_without_blocking(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    held = fill(w)
+    sink = StderrSink("gw-a", fd=w, wall=lambda: 0.0)
+    in_thread(lambda: sink.emit(LOG_CRIT, "lost"))
+    assert sink.dropped == 1
+    assert len(drain(r)) == held  # nothing of the line went in
+    os.set_blocking(r, True)
+    sink.emit(LOG_CRIT, "kept")
+    assert os.read(r, 4096) == b"1970-01-01T00:00:00.000+00:00 gw-a kept\n"
+    assert sink.dropped == 1
+
+
+def test_stderr_nonblocking_full_pipe(pipe: tuple[int, int]) -> None:
+    _, w = pipe
+    os.set_blocking(w, False)
+    fill(w)
+    os.set_blocking(w, False)  # fill() restored the flags it found
+    sink = StderrSink("gw-a", fd=w)
+    sink.emit(LOG_CRIT, "lost")  # EAGAIN
+    assert sink.dropped == 1
+
+
+def test_a_line_cut_short_is_ended_before_the_next(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    held = fill(w)
+    assert len(os.read(r, 4096)) == 4096  # one pipe slot free: room for one chunk only
+    sink = StderrSink("gw-a", fd=w, wall=lambda: 0.0)
+    long_line = "x" * 10_000
+    in_thread(lambda: sink.emit(LOG_CRIT, long_line))
+    assert sink.dropped == 1
+    data = drain(r)
+    assert len(data) == held  # the pipe was full again: 4096 bytes of the line went in
+    assert data.endswith(b" gw-a " + b"x" * (4096 - len("1970-01-01T00:00:00.000+00:00 gw-a ")))
+    os.set_blocking(r, True)
+    sink.emit(LOG_CRIT, "next")
+    assert os.read(r, 4096) == b"\n1970-01-01T00:00:00.000+00:00 gw-a next\n"
+
+
+def test_write_nonblocking_writes_long_data_in_chunks(pipe: tuple[int, int]) -> None:
+    r, w = pipe
+    data = bytes(range(256)) * 64  # 16 KiB: four chunks, all fit in an empty pipe
+    assert write_nonblocking(w, data) == len(data)
+    assert drain(r) == data
+    os.close(r)
+    with pytest.raises(OSError) as broken:
+        write_nonblocking(w, b"x")
+    assert broken.value.errno == errno.EPIPE
+
+
+def test_stream_errors_are_counted() -> None:
+    out = io.StringIO()
+    sink = StderrSink("gw-a", out)
+    out.close()
+    sink.emit(LOG_CRIT, "closed stream")
+    assert sink.dropped == 1
+
+
+# ---- syslog that is busy or gone ----
+
+
+def test_syslog_busy_drops_and_counts(devlog: tuple[str, socket.socket]) -> None:
+    path, server = devlog
+    out = io.StringIO()
+    sink = SyslogSink("gw-a", StderrSink("gw-a", out), address=path)
+    sent = 0
+    while sink.dropped == 0:  # syslogd does not read: its queue fills
+        assert sent < 100_000, "never dropped"
+        sink.emit(LOG_CRIT, "x" * 200)
+        sent += 1
+    assert out.getvalue() == ""  # busy is not gone: no fallback, no note
+    server.setblocking(False)
+    received = 0
+    with pytest.raises(BlockingIOError):
+        while True:
+            server.recv(4096)
+            received += 1
+    assert received == sent - 1  # only the one counted was lost
+    server.settimeout(10)
+    sink.emit(LOG_CRIT, "after")
+    assert server.recv(4096).decode().endswith("gw-a after")
+    sink.close()
+
+
+def test_syslog_and_stderr_both_gone(
+    devlog: tuple[str, socket.socket], pipe: tuple[int, int]
+) -> None:
+    path, server = devlog
+    r, w = pipe
+    os.close(r)
+    sink = SyslogSink("gw-a", StderrSink("gw-a", fd=w), address=path)
+    server.close()
+    os.unlink(path)
+    in_thread(lambda: sink.emit(LOG_CRIT, "lost"))
+    sink.emit(LOG_CRIT, "lost too")
+    assert sink.dropped == 3  # the note and both lines: nothing raised

@@ -1,8 +1,11 @@
 """Metrics: every line checked by a strict parser of the text format 0.0.4, scraped in-process."""
 
 import asyncio
+import errno
 import math
+import os
 import re
+import socket
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -11,6 +14,7 @@ import pytest
 from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import FakeNode
+from tests.vswitch.loops import Run
 from vswitch.metrics import CONTENT_TYPE, Family, MetricsServer, exposition, parse_listen, render
 from vswitch.status import NodeStatus
 
@@ -186,9 +190,10 @@ async def http(port: int, raw: bytes) -> tuple[str, dict[str, str], bytes]:
 
 def test_scrape(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
     node = FakeNode()
+    now = [100.0]
 
     async def scenario() -> None:
-        server = MetricsServer("127.0.0.1:0", node.status)
+        server = MetricsServer("127.0.0.1:0", node.status, clock=lambda: now[0])
         await server.start()
         try:
             assert server.port > 0
@@ -200,10 +205,14 @@ def test_scrape(run: Callable[[Coroutine[Any, Any, None]], None]) -> None:
             assert int(headers["Content-Length"]) == len(body)
             _, samples = parse_exposition(body.decode())
             assert value(samples, "vswitch_carp_state", node="gw-a", carpif="carp0", vhid=1) == 2
-            node.force("carp0", State.BACKUP, Reason.PREEMPTED)  # a later scrape sees it
+            node.force("carp0", State.BACKUP, Reason.PREEMPTED)
+            _, _, cached = await http(server.port, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
+            assert cached == body  # within the cache interval: the same text
+            now[0] += 1.0  # a scrape after the interval sees the change
             _, _, body = await http(server.port, b"GET /metrics?x=1 HTTP/1.0\r\n\r\n")
             _, samples = parse_exposition(body.decode())
             assert value(samples, "vswitch_carp_state", node="gw-a", carpif="carp0", vhid=1) == 1
+            assert server.renders == 2
             status, headers, body = await http(server.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
             assert status == "HTTP/1.1 200 OK" and body == b""
             assert int(headers["Content-Length"]) > 1000
@@ -236,3 +245,142 @@ def test_render_failure_is_a_500() -> None:
             await server.close()
 
     asyncio.run(scenario())
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+def open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_connections_beyond_the_limit_are_closed_at_once(run: Run) -> None:
+    node = FakeNode()
+
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", node.status, max_connections=4)
+        await server.start()
+        idle = []
+        try:
+            for _ in range(4):  # hold every slot with a request never finished
+                idle.append(await asyncio.open_connection("127.0.0.1", server.port))
+            await until(lambda: server.connections == 4, "four connections")
+            before = open_fds()
+            extra = []
+            for _ in range(20):
+                reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+                extra.append(writer)
+                with pytest.raises(ConnectionResetError):  # closed at once, not after a timeout
+                    if await asyncio.wait_for(reader.read(), 10) == b"":
+                        raise ConnectionResetError  # an orderly close counts the same
+            assert server.refused == 20 and server.connections == 4
+            assert open_fds() - before == 20  # only the client ends: the node kept none
+            for writer in extra:
+                writer.close()
+            _, writer = idle.pop()
+            writer.close()  # a slot frees: a scrape gets through again
+            await until(lambda: server.connections == 3, "a free slot")
+            status, _, _ = await http(server.port, b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert status == "HTTP/1.1 200 OK"
+        finally:
+            for _, writer in idle:
+                writer.close()
+            await server.close()
+
+    run(scenario())
+
+
+def test_a_slowloris_is_cut_off(run: Run) -> None:
+    node = FakeNode()
+
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", node.status, timeout=0.2)
+        await server.start()
+        try:
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(b"GET /metrics HTTP/1.1\r\nHost: x\r\n")  # and never the blank line
+            await writer.drain()
+            answer = await asyncio.wait_for(reader.read(), 10)
+            assert answer.startswith(b"HTTP/1.1 408 Request Timeout\r\n")
+            assert server.timeouts == 1
+            await until(lambda: server.connections == 0, "the connection to go")
+            writer.close()
+        finally:
+            await server.close()
+
+    run(scenario())
+
+
+def test_a_taken_port_fails_at_bind() -> None:
+    holder = socket.create_server(("127.0.0.1", 0))
+    try:
+        port = holder.getsockname()[1]
+        server = MetricsServer(f"127.0.0.1:{port}", FakeNode().status)
+        with pytest.raises(OSError, match=f"metrics: cannot listen on 127.0.0.1:{port}") as exc:
+            server.bind()
+        assert exc.value.errno == errno.EADDRINUSE
+    finally:
+        holder.close()
+    v6 = MetricsServer("[::1]:0", FakeNode().status)
+    try:
+        v6.bind()
+    except OSError as exc:  # a host without IPv6 still names the address
+        assert "[::1]:0" in str(exc)
+    else:
+        assert v6.port > 0
+        asyncio.run(v6.close())
+
+
+def test_bind_then_start_serves_on_the_bound_socket(run: Run) -> None:
+    node = FakeNode()
+
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", node.status)
+        server.bind()
+        port = server.port
+        assert port > 0
+        await server.start()
+        try:
+            assert server.port == port
+            status, _, _ = await http(port, b"GET /metrics HTTP/1.1\r\n\r\n")
+            assert status == "HTTP/1.1 200 OK"
+        finally:
+            await server.close()
+
+    run(scenario())
+
+
+def test_a_scrape_storm_renders_once(run: Run) -> None:
+    node = FakeNode()
+    calls = []
+
+    def status() -> NodeStatus:
+        calls.append(1)
+        return node.status()
+
+    now = [50.0]
+
+    async def scenario() -> None:
+        server = MetricsServer("127.0.0.1:0", status, clock=lambda: now[0])
+        await server.start()
+        try:
+            request = b"GET /metrics HTTP/1.1\r\n\r\n"
+            answers = await asyncio.gather(*(http(server.port, request) for _ in range(12)))
+            assert {status for status, _, _ in answers} == {"HTTP/1.1 200 OK"}
+            assert len({body for _, _, body in answers}) == 1
+            assert len(calls) == 1 and server.renders == 1
+            now[0] += 0.999
+            await http(server.port, request)
+            assert len(calls) == 1
+            now[0] += 0.001
+            await http(server.port, request)
+            assert len(calls) == 2
+        finally:
+            await server.close()
+
+    run(scenario())
