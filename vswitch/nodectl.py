@@ -5,10 +5,10 @@ from collections.abc import Callable
 from carp.carpif import CarpInterface
 from carp.constants import State
 from carp.host import CarpHost
+from carp.ifconfig import IfconfigChange
 from vswitch.config import ConfigError, NodeConfig
 from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
-from vswitch.ifconfig_cmd import IfconfigChange
 from vswitch.node import Node
 from vswitch.status import (
     CarpIfStatus,
@@ -62,6 +62,10 @@ class NodeController:
                 "seq": self.bus.seq,
                 "subscribers": self.bus.subscribers,
                 "dropped": self.bus.dropped,
+            },
+            "counters": {
+                "adverts_unresolved": node.counters["adverts_unresolved"],
+                "apply_errors": node.counters["apply_errors"],
             },
         }
         if self.hooks is not None:

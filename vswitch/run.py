@@ -1,23 +1,67 @@
-"""Run a node in the foreground: `vswitch run -c node.toml` (SIGTERM bows out, SIGHUP reloads)."""
+"""Run a node in the foreground: `vswitch run -c node.toml` (SIGTERM bows out, SIGHUP reloads).
+
+From the start of `run` until the node serves, and again while it shuts down, SIGHUP, SIGTERM and
+SIGINT are held: noted, not acted on, since their default action would kill a half-built node
+and leave its sysctls and control socket behind. What was held during start-up is acted on once
+the node serves. Every way out (a failed start, SIGTERM, SIGINT) closes the node, the control
+socket, the metrics endpoint and the hooks (a running hook's process group is killed).
+"""
 
 import argparse
 import asyncio
 import contextlib
+import functools
+import logging
 import signal
 import sys
+from collections.abc import Iterable
+from types import FrameType
+from typing import Any
 
 import uvloop
 
 from vswitch.config import ConfigError, NodeConfig, load_config
 from vswitch.control import ControlServer, ControlSocketError
+from vswitch.dataplane import DataPlane
 from vswitch.events import EventBus, states_from_status
 from vswitch.hooks import HookRunner, HookSpec
 from vswitch.logsink import LogSink, install, open_sink
 from vswitch.metrics import MetricsServer
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
+from vswitch.paths import default_socket
+from vswitch.system import LinuxSystem, LoopClock
 
-DEFAULT_SOCKET_DIR = "/run/vswitch"
+log = logging.getLogger("vswitch.run")
+
+HELD = (signal.SIGHUP, signal.SIGTERM, signal.SIGINT)
+
+
+class HeldSignals:
+    """SIGHUP, SIGTERM and SIGINT noted, in order of arrival, while the loop's handlers are not
+    in place; `release` puts back the dispositions from before the first `hold`."""
+
+    def __init__(self) -> None:
+        self.pending: list[int] = []
+        self._previous: dict[int, Any] = {}
+
+    def hold(self, signals: Iterable[int] = HELD) -> None:
+        for sig in signals:
+            previous = signal.signal(sig, self._note)
+            self._previous.setdefault(sig, signal.SIG_DFL if previous is None else previous)
+
+    def take(self) -> list[int]:
+        pending, self.pending = self.pending, []
+        return pending
+
+    def release(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+        self._previous.clear()
+
+    def _note(self, signum: int, frame: FrameType | None) -> None:
+        if signum not in self.pending:
+            self.pending.append(signum)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -25,42 +69,64 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def control_path(config: NodeConfig) -> str:
-    return config.node.control or f"{DEFAULT_SOCKET_DIR}/{config.node.name}.sock"
+    return config.node.control or default_socket(config.node.name)
 
 
-async def serve(config: NodeConfig, path: str | None, sink: LogSink) -> int:
+async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldSignals) -> int:
     loop = asyncio.get_running_loop()
-    node = Node(config, sink=sink)
-    bus = EventBus(node.name, lambda: states_from_status(controller.status()))
-    hooks = HookRunner(HookSpec.from_config(h) for h in config.hook)
-    controller = NodeController(node, bus, hooks, (lambda: load_config(path)) if path else None)
-    bus.add_listener(hooks.submit)
-    node.listeners.append(bus.publish_actions)
-    stop = asyncio.Event()
-    control = ControlServer(control_path(config), controller, bus)
-    metrics = MetricsServer(config.node.metrics, controller.status) if config.node.metrics else None
+    # closed in the reverse order: signals, node, control socket, metrics, hooks
+    cleanup = contextlib.AsyncExitStack()
     try:
+        hooks = HookRunner(HookSpec.from_config(h) for h in config.hook)
+        cleanup.push_async_callback(hooks.aclose)
+        node = Node(
+            config,
+            dataplane=DataPlane(loop),
+            system=LinuxSystem(),
+            clock=LoopClock(loop),
+            sink=sink,
+        )
+        bus = EventBus(node.name, lambda: states_from_status(controller.status()))
+        controller = NodeController(node, bus, hooks, (lambda: load_config(path)) if path else None)
+        bus.add_listener(hooks.submit)
+        node.listeners.append(bus.publish_actions)
+        control = ControlServer(control_path(config), controller, bus)
+        metrics = None
+        if config.node.metrics:
+            metrics = MetricsServer(config.node.metrics, controller.status)
+            cleanup.push_async_callback(metrics.close)
+        cleanup.push_async_callback(control.close)
+        cleanup.callback(node.close)
         node.start()
         _publish_links(node, bus)
         hooks.start()
         await control.start()
         if metrics is not None:
             await metrics.start()
+        stop = asyncio.Event()
+        reload = functools.partial(_reload, controller, sink)
+        cleanup.callback(_hold_again, loop, held)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        loop.add_signal_handler(signal.SIGHUP, lambda: _reload(controller, sink))
+        loop.add_signal_handler(signal.SIGHUP, reload)
         sink.emit(6, f"vswitch: node {node.name} running (control {control.path})")
+        for early in held.take():  # what came during start-up
+            if early == signal.SIGHUP:
+                reload()
+            else:
+                stop.set()
         await stop.wait()
         node.bow_out()
         return 0
     finally:
-        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
-            loop.remove_signal_handler(sig)
-        node.close()
-        await control.close()
-        if metrics is not None:
-            await metrics.close()
-        await hooks.aclose()
+        await cleanup.aclose()
+
+
+def _hold_again(loop: asyncio.AbstractEventLoop, held: HeldSignals) -> None:
+    """Shutting down: signals are held again instead of killing the node half-closed."""
+    for sig in HELD:
+        loop.remove_signal_handler(sig)
+        held.hold((sig,))
 
 
 def _publish_links(node: Node, bus: EventBus) -> None:
@@ -68,7 +134,10 @@ def _publish_links(node: Node, bus: EventBus) -> None:
     inner = node.dataplane.on_link
 
     def on_link(switch: str, port: str, up: bool) -> None:
-        bus.publish_link(node.clock(), switch, port, up)
+        try:
+            bus.publish_link(node.clock(), switch, port, up)
+        except Exception:
+            log.exception("link event %s/%s not published", switch, port)
         if inner is not None:
             inner(switch, port, up)
 
@@ -82,22 +151,34 @@ def _reload(controller: NodeController, sink: LogSink) -> None:
         for line in exc.errors:
             sink.emit(3, f"vswitch: reload refused: {line}")
         return
+    except Exception as exc:
+        sink.emit(3, f"vswitch: reload failed: {type(exc).__name__}: {exc}")
+        return
     sink.emit(5, f"vswitch: reloaded ({'; '.join(changes) or 'no change'})")
 
 
 def run(args: argparse.Namespace) -> int:
+    held = HeldSignals()
+    held.hold()
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(exc, file=sys.stderr)
-        return 2
-    sink = open_sink(config.node.log, config.node.name)
-    install(sink)
-    try:
-        return uvloop.run(serve(config, args.config, sink))
-    except (ControlSocketError, OSError) as exc:
-        print(f"vswitch: {config.node.name}: {exc}", file=sys.stderr)
-        return 1
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        sink = open_sink(config.node.log, config.node.name)
+        install(sink)
+        try:
+            return uvloop.run(serve(config, args.config, sink, held))
+        except ConfigError as exc:  # the system refused the configuration (a missing interface)
+            for line in exc.errors:
+                print(f"vswitch: {config.node.name}: {line}", file=sys.stderr)
+            return 1
+        except (ControlSocketError, OSError) as exc:
+            print(f"vswitch: {config.node.name}: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            with contextlib.suppress(Exception):
+                sink.close()  # type: ignore[attr-defined]
     finally:
-        with contextlib.suppress(Exception):
-            sink.close()  # type: ignore[attr-defined]
+        held.release()

@@ -81,6 +81,13 @@ class HooksStatus(TypedDict):
     overflows: int
 
 
+class NodeCounters(TypedDict):
+    """What the node itself failed to do (not the core's carpstats)."""
+
+    adverts_unresolved: int  # unicast advertisements not sent: the carppeer's MAC was unknown
+    apply_errors: int  # actions and listeners that raised (a log sink, a hook submitter)
+
+
 class NodeStatus(TypedDict):
     node: str
     uptime: float
@@ -91,6 +98,7 @@ class NodeStatus(TypedDict):
     carpstats: dict[str, int]  # carp.stats.CarpStats.as_dict()
     events: NotRequired[EventsStatus]
     hooks: NotRequired[HooksStatus]
+    counters: NotRequired[NodeCounters]
 
 
 def carpnodes(status: NodeStatus) -> Iterator[tuple[CarpIfStatus, CarpNodeStatus]]:

@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 
 from carp.actions import Reason, StateChanged
 from carp.constants import Balancing, State
+from carp.ifconfig import IfconfigChange, apply_params
 from carp.params import CarpIfParams, CarpNodeParams
 from carp.stats import CarpStats
 from vswitch.control import ControlServer
 from vswitch.events import EventBus, states_from_status
-from vswitch.ifconfig_cmd import IfconfigChange, apply_params
 from vswitch.status import CarpIfStatus, NodeStatus
 
 T = TypeVar("T")
