@@ -15,9 +15,9 @@ puts the kill at a random phase of the master's advertisement timer, then SIGKIL
 Measured: the takeover time (kill -> the backup is MASTER: vswitch's event stream, on the same
 monotonic clock; ucarp's up script logs `date +%s.%N`) and the client-visible outage (the
 longest silence between echo replies). Then the master comes back and preempts, and the next
-run starts. ucarp's up script adds the VIP and sends a gratuitous ARP (this script's `garp`
-command, an AF_PACKET broadcast, in the background); ucarp itself sends one more after the
-script. Its down script removes the VIP.
+run starts. ucarp's up script adds the VIP and sends a gratuitous ARP (an AF_PACKET broadcast,
+in the background: vswitch/lab/ucarp.py); ucarp itself sends one more after the script. Its
+down script removes the VIP.
 
 Master-down differs by design: vswitch follows current OpenBSD, 3 x (advbase + advskew/256);
 ucarp keeps the 2003 formula, 3 x advbase + advskew/256, and, as a BACKUP, checks it only when
@@ -31,23 +31,19 @@ import argparse
 import contextlib
 import os
 import random
-import shutil
-import socket
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from ipaddress import IPv4Address
 from typing import Any
 
 from report import host_info, write_report
 
-from carp.l2 import gratuitous_arp
 from carp.timing import interval_us, master_down_us, seconds
-from vswitch import netlink
 from vswitch.lab.gateway import LAN_VIP, GatewayLab, GatewaySpec
+from vswitch.lab.netns import preflight
 from vswitch.lab.probe import EventWatch, PingProbe, largest_gap
+from vswitch.lab.ucarp import UcarpNode
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 PASSWORD = "secret"
@@ -143,43 +139,22 @@ class VswitchPair:
                 self.lab.stop(gw)
 
 
-@dataclass
-class UcarpNode:
-    name: str
-    netns: str
-    address: str
-    skew: int
-    state_file: str
-    proc: subprocess.Popen[bytes] | None = None
-
-    def states(self) -> list[tuple[str, float]]:
-        """(master|backup, wall clock) for every script run, in order."""
-        try:
-            with open(self.state_file) as f:
-                rows = [line.split() for line in f]
-        except FileNotFoundError:
-            return []
-        return [(r[0], float(r[1])) for r in rows if len(r) == 2]
-
-    def state(self) -> str | None:
-        states = self.states()
-        return states[-1][0] if states else None
-
-
 class UcarpPair:
-    def __init__(self, lab: GatewayLab, sc: Scenario, workdir: str) -> None:
+    def __init__(self, lab: GatewayLab, sc: Scenario) -> None:
         self.lab = lab
-        self.sc = sc
-        self.nodes: list[UcarpNode] = []
-        for i, (name, skew) in enumerate((("ua", sc.skew_master), ("ub", sc.skew_backup))):
-            ns = lab.lab.netns(name)
-            lab.lab.veth("eth0", name, a_netns=ns, b_netns=lab.seg)
-            netlink.set_master(name, "br-lan", netns=lab.seg)
-            address = f"192.0.2.{21 + i}"
-            lab.lab.addr(ns, "eth0", f"{address}/24")
-            state = os.path.join(workdir, f"{name}.state")
-            self.nodes.append(UcarpNode(name, ns, address, skew, state))
-        self.up, self.down = write_scripts(workdir)
+        self.nodes: list[UcarpNode] = [
+            lab.add_ucarp(
+                name,
+                f"192.0.2.{21 + i}",
+                vhid=VHID,
+                password=PASSWORD,
+                advbase=sc.advbase,
+                advskew=skew,
+                preempt=True,
+                garp=True,
+            )
+            for i, (name, skew) in enumerate((("ua", sc.skew_master), ("ub", sc.skew_backup)))
+        ]
 
     @property
     def master(self) -> UcarpNode:
@@ -189,17 +164,9 @@ class UcarpPair:
     def backup(self) -> UcarpNode:
         return self.nodes[1]
 
-    def _spawn(self, node: UcarpNode) -> None:
-        argv = ["ucarp", "-i", "eth0", "-s", node.address, "-v", str(VHID), "-p", PASSWORD]
-        argv += ["-a", LAN_VIP, "-b", str(self.sc.advbase), "-k", str(node.skew), "-P"]
-        argv += ["-u", self.up, "-d", self.down, "-x", node.state_file]
-        node.proc = self.lab.lab.spawn(
-            node.netns, argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-
     def start(self) -> None:
         for node in self.nodes:
-            self._spawn(node)
+            node.start()
         self.wait_steady()
 
     def wait_steady(self) -> None:
@@ -212,14 +179,8 @@ class UcarpPair:
         pass
 
     def kill_master(self) -> None:
-        node = self.master
-        assert node.proc is not None
-        node.proc.kill()
         # the host is gone: its kernel must stop answering on the VIP the up script added
-        self.lab.lab.link(node.netns, "eth0", up=False)
-        node.proc.wait(10)
-        self.lab.lab.stop(node.proc)
-        node.proc = None
+        self.master.kill(host_down=True)
 
     def takeover(self, wall: float, mono: float) -> float | None:
         end = time.monotonic() + RUN_TIMEOUT
@@ -233,12 +194,10 @@ class UcarpPair:
     def restore(self) -> None:
         node = self.master
         # a rebooted host: no VIP left on its interface, link up, ucarp starts as BACKUP
-        self.lab.lab.run(
-            node.netns, ["ip", "addr", "del", f"{LAN_VIP}/24", "dev", "eth0"], check=False
-        )
-        self.lab.lab.link(node.netns, "eth0", up=True)
+        node.drop_vip()
+        self.lab.lab.link(node.netns, node.ifname, up=True)
         start = time.time()
-        self._spawn(node)
+        node.start()
         self.lab.wait_for(
             lambda: (
                 any(s == "master" and t > start for s, t in node.states())
@@ -249,46 +208,8 @@ class UcarpPair:
 
     def stop(self) -> None:
         for node in self.nodes:
-            if node.proc is not None:
-                self.lab.lab.stop(node.proc)
-                node.proc = None
-            self.lab.lab.run(
-                node.netns, ["ip", "addr", "del", f"{LAN_VIP}/24", "dev", "eth0"], check=False
-            )
-
-
-def write_scripts(workdir: str) -> tuple[str, str]:
-    """ucarp runs SCRIPT IFNAME VIP XPARAM and waits for it: keep them short (the extra
-    gratuitous ARP runs in the background). XPARAM is the node's state file."""
-    garp = f"{sys.executable} {os.path.abspath(__file__)} garp"
-    scripts = {
-        "up": (
-            'echo "master $(date +%s.%N)" >> "$3"\n'
-            'ip addr add "$2/24" dev "$1" 2>/dev/null\n'
-            f'{garp} "$1" "$2" </dev/null >/dev/null 2>&1 &\n'
-        ),
-        "down": (
-            'echo "backup $(date +%s.%N)" >> "$3"\nip addr del "$2/24" dev "$1" 2>/dev/null\n'
-        ),
-    }
-    paths = []
-    for name, body in scripts.items():
-        path = os.path.join(workdir, f"vip-{name}.sh")
-        with open(path, "w") as f:
-            f.write("#!/bin/sh\n" + body)
-        os.chmod(path, 0o755)
-        paths.append(path)
-    return paths[0], paths[1]
-
-
-def send_garp(ifname: str, vip: str) -> int:
-    """`garp IFNAME VIP`: one gratuitous ARP request from IFNAME's MAC (run in a namespace)."""
-    with open(f"/sys/class/net/{ifname}/address") as f:
-        mac = bytes.fromhex(f.read().strip().replace(":", ""))
-    with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
-        s.bind((ifname, 0))
-        s.send(gratuitous_arp(mac, IPv4Address(vip)))
-    return 0
+            node.stop()
+            node.drop_vip()
 
 
 # -- measuring ---------------------------------------------------------------------------------
@@ -328,14 +249,14 @@ def kill_phases(rng: random.Random, runs: int, interval: float) -> list[float]:
 
 
 def run_scenario(
-    lab: GatewayLab, key: str, runs: int, rng: random.Random, interval: float, workdir: str
+    lab: GatewayLab, key: str, runs: int, rng: random.Random, interval: float
 ) -> list[Run]:
     sc = SCENARIOS[key]
     phases = kill_phases(rng, runs, sc.master_interval())
     for ns in lab.clients:  # the previous pair's MAC for the VIP must not linger
         lab.lab.run(ns, ["ip", "neigh", "flush", "dev", "eth0"])
     pair: VswitchPair | UcarpPair
-    pair = VswitchPair(lab, sc) if sc.impl == "vswitch" else UcarpPair(lab, sc, workdir)
+    pair = VswitchPair(lab, sc) if sc.impl == "vswitch" else UcarpPair(lab, sc)
     results = []
     try:
         pair.start()
@@ -416,30 +337,15 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]) + "\n(seconds)"
 
 
-def preflight() -> str | None:
-    if os.geteuid() != 0:
-        return "failover.py needs root (namespaces, TAPs)"
-    missing = [t for t in ("ip", "ping", "ucarp") if shutil.which(t) is None]
-    if missing:
-        return f"failover.py needs {', '.join(missing)} (Debian: iproute2 iputils-ping ucarp)"
-    return None
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="cmd")
-    garp = sub.add_parser("garp", help="send one gratuitous ARP (used by the ucarp up script)")
-    garp.add_argument("ifname")
-    garp.add_argument("vip")
     parser.add_argument("--runs", type=int, default=7, help=f"kills per scenario (1..{MAX_RUNS})")
     parser.add_argument("--scenarios", nargs="+", choices=list(SCENARIOS), default=list(SCENARIOS))
     parser.add_argument("--interval", type=float, default=0.005, help="client ping interval, s")
     parser.add_argument("--seed", type=int, default=None, help="seed for the kill phases")
     parser.add_argument("--out", default=RESULTS, help="directory for the JSON result")
     args = parser.parse_args(argv)
-    if args.cmd == "garp":
-        return send_garp(args.ifname, args.vip)
-    reason = preflight()
+    reason = preflight("failover.py", ("ip", "ping", "ucarp"))
     if reason is not None:
         print(reason, file=sys.stderr)
         return 2
@@ -454,10 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Run]] = {}
     specs = [GatewaySpec("gwa", {}), GatewaySpec("gwb", {})]
     with GatewayLab(specs, clients=1, upstream=False, ipv6=False) as lab:
-        workdir = lab.dir
         for key in dict.fromkeys(args.scenarios):
             print(f"{SCENARIOS[key].label} ...", file=sys.stderr, flush=True)
-            runs[key] = run_scenario(lab, key, args.runs, rng, args.interval, workdir)
+            runs[key] = run_scenario(lab, key, args.runs, rng, args.interval)
     summary = summarise(runs)
     print(f"Failover after kill -9 of the master, {args.runs} runs each, random phase")
     print(table(summary))

@@ -9,20 +9,15 @@ host addresses 192.0.2.1N/24 and 198.51.100.1N/24. The files are used as they ar
 
 import argparse
 import contextlib
-import json
-import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import threading
 import time
 import tomllib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,52 +25,21 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # the checkout's vswitch, also without run.sh
 
+from vswitch import tomlw  # noqa: E402
+from vswitch.ctl.client import EventReader  # noqa: E402
 from vswitch.lab.gateway import LAN_VIP, GatewayLab, GatewaySpec  # noqa: E402
+from vswitch.lab.netns import preflight  # noqa: E402
 
 NODES = ("gwa", "gwb")
 RESPONDER_PORT = 7000
 
 States = dict[tuple[str, int], str]
 
-# a UDP responder bound to a virtual address: it answers every datagram with its node's name
-_RESPONDER = """
-import socket, sys
-name, addr, port, ready = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.bind((addr, port))
-open(ready, "w").close()
-while True:
-    _, peer = s.recvfrom(2048)
-    s.sendto(name.encode(), peer)
-"""
-
-# one datagram from each source address (one flow each); prints source -> names that answered
-_FLOWS = """
-import json, selectors, socket, sys, time
-dst, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
-sel = selectors.DefaultSelector()
-answers = {}
-for src in sys.argv[4:]:
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((src, 0))
-    s.setblocking(False)
-    sel.register(s, selectors.EVENT_READ, src)
-    answers[src] = []
-    s.sendto(b"who", (dst, port))
-end = time.monotonic() + timeout
-grace = None
-while time.monotonic() < end:
-    if grace is None and all(answers.values()):
-        grace = end = min(end, time.monotonic() + 0.3)  # a little longer, to see duplicates
-    for key, _ in sel.select(max(0.0, end - time.monotonic())):
-        while True:
-            try:
-                data = key.fileobj.recv(2048)
-            except BlockingIOError:
-                break
-            answers[key.data].append(data.decode())
-print(json.dumps(answers))
-"""
+# the load-balanced pair (carpnodes 1:0,2:100 / 1:100,2:0) settled: each node MASTER of one vhid
+SPLIT: dict[str, States] = {
+    "gwa": {("carp0", 1): "MASTER", ("carp0", 2): "BACKUP"},
+    "gwb": {("carp0", 1): "BACKUP", ("carp0", 2): "MASTER"},
+}
 
 
 def say(text: str = "") -> None:
@@ -92,7 +56,7 @@ def step(title: str) -> None:
 def node_config(path: Path, control: str) -> str:
     """The example's TOML with `[node] control` pointed at `control`."""
     text = path.read_text()
-    new, count = re.subn(r"(?m)^control\s*=.*$", f"control = {json.dumps(control)}", text)
+    new, count = re.subn(r"(?m)^control\s*=.*$", f"control = {tomlw.string(control)}", text)
     if count != 1:
         raise ValueError(f"{path}: expected one `control = ...` line in [node]")
     return new
@@ -170,60 +134,42 @@ def show_states(lab: GatewayLab) -> None:
 # -- events as they happen -----------------------------------------------------------------------
 
 
-@dataclass
 class EventPrinter:
     """Prints every node's state and link events from its event stream while the example runs
-    (the control protocol's `events` command, read on a socket per node)."""
+    (the control protocol's `events`, read by a thread per node)."""
 
-    lab: GatewayLab
-    start: float = field(default_factory=time.monotonic)
-    seen: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    def __init__(self, lab: GatewayLab) -> None:
+        self.start = time.monotonic()
+        self.seen: list[tuple[float, str, dict[str, Any]]] = []
+        self._readers: list[EventReader] = []
+        try:
+            for gw in lab.gateways:
+                self._readers.append(EventReader(gw.socket_path, self._printer(gw.name)))
+        except BaseException:
+            self.close()
+            raise
 
-    def __post_init__(self) -> None:
-        self._socks: list[socket.socket] = []
-        self._threads: list[threading.Thread] = []
-        for gw in self.lab.gateways:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._socks.append(sock)
-            sock.connect(gw.socket_path)
-            sock.sendall(b'{"id": 1, "cmd": "events", "snapshot": false}\n')
-            thread = threading.Thread(target=self._read, args=(gw.name, sock), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+    def _printer(self, node: str) -> Callable[[dict[str, Any]], None]:
+        def show(event: dict[str, Any]) -> None:
+            if event.get("type") in ("state", "link"):
+                at = self.mark()
+                self.seen.append((at, node, event))
+                say(f"   {at:7.2f}s  {node}  {describe(event)}")
 
-    def _read(self, node: str, sock: socket.socket) -> None:
-        buffer = b""
-        answered = False
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return  # the node stopped, or close()
-            buffer += chunk
-            *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                if not answered:  # the answer to `events` comes first
-                    answered = True
-                    continue
-                event = json.loads(line)
-                if event.get("type") in ("state", "link"):
-                    at = time.monotonic() - self.start
-                    self.seen.append((at, node, event))
-                    say(f"   {at:7.2f}s  {node}  {describe(event)}")
+        return show
 
     def mark(self) -> float:
         return time.monotonic() - self.start
 
     def close(self) -> None:
-        for sock in self._socks:
-            with contextlib.suppress(OSError):
-                sock.shutdown(socket.SHUT_RDWR)  # wakes the reader
-        for thread in self._threads:
-            thread.join(5)
-        for sock in self._socks:
-            sock.close()
+        for reader in self._readers:
+            reader.close()
+
+    def __enter__(self) -> "EventPrinter":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def describe(event: dict[str, Any]) -> str:
@@ -241,14 +187,7 @@ def describe(event: dict[str, Any]) -> str:
 def start_responders(lab: GatewayLab, addr: str = LAN_VIP, port: int = RESPONDER_PORT) -> None:
     """A UDP responder on `addr` in every node's namespace, answering with the node's name."""
     for gw in lab.gateways:
-        ready = os.path.join(lab.dir, f"responder-{gw.name}.ready")
-        argv = [sys.executable, "-c", _RESPONDER, gw.name, addr, str(port), ready]
-        proc = lab.lab.spawn(gw.netns, argv)
-        end = time.monotonic() + 10
-        while not os.path.exists(ready):
-            if proc.poll() is not None or time.monotonic() > end:
-                raise RuntimeError(f"the responder in {gw.name} did not start")
-            time.sleep(0.02)
+        lab.udp_echo(gw.netns, addr, port, reply=gw.name)
 
 
 def flow_sources(count: int, first: int = 150) -> list[str]:
@@ -286,8 +225,7 @@ def measure(
     """One UDP datagram per source address to dst:port; which node answered each flow."""
     ns = lab.clients[client - 1]
     lab.lab.run(ns, ["ip", "neigh", "flush", "dev", "eth0"], check=False)  # a new carp MAC
-    argv = [sys.executable, "-c", _FLOWS, dst, str(port), f"{timeout:g}", *sources]
-    answers: dict[str, list[str]] = json.loads(lab.lab.run(ns, argv, timeout=timeout + 30).stdout)
+    answers = lab.udp_answers(client, sources, dst, port, timeout=timeout, grace=0.3)
     by_node: dict[str, int] = {}
     for names in answers.values():
         if names:
@@ -300,18 +238,30 @@ def measure(
     )
 
 
+@contextmanager
+def balanced_pair(
+    here: Path, flows: int, title: str, *, events: bool = False
+) -> Iterator[tuple[GatewayLab, list[str]]]:
+    """What the balancing examples start from: the lab of `here` (the load-balanced pair, no
+    upstream) with `flows` source addresses on the client, both nodes started (under the step
+    `title`) and settled into SPLIT, a responder on each; with `events`, their events printed
+    until the end. Yields the lab and the source addresses."""
+    sources = flow_sources(flows)
+    with example_lab(here, upstream=False) as lab:
+        lab.add_addresses(1, [f"{s}/24" for s in sources])
+        step(title)
+        for gw in lab.gateways:
+            lab.start(gw)
+        with contextlib.ExitStack() as stack:
+            if events:
+                stack.enter_context(EventPrinter(lab))
+            wait_states(lab, SPLIT)
+            show_states(lab)
+            start_responders(lab)
+            yield lab, sources
+
+
 # -- running an example ------------------------------------------------------------------------
-
-
-def preflight() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (it creates network namespaces, veths and TAP devices)"
-    for tool in ("ip", "ping"):
-        if shutil.which(tool) is None:
-            return f"needs `{tool}` (iproute2, iputils-ping)"
-    if not os.path.exists("/dev/net/tun"):
-        return "needs /dev/net/tun (modprobe tun)"
-    return None
 
 
 def main(description: str, body: Callable[[argparse.Namespace], None]) -> int:
@@ -320,7 +270,7 @@ def main(description: str, body: Callable[[argparse.Namespace], None]) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer flows and pauses (tests)")
     args = parser.parse_args()
     signal.signal(signal.SIGINT, signal.default_int_handler)  # even if started with it ignored
-    problem = preflight()
+    problem = preflight("this example")
     if problem:
         print(f"{parser.prog}: {problem}", file=sys.stderr)
         return 1

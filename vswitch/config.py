@@ -36,10 +36,10 @@ from vswitch.configtypes import (
     States,
     SwitchMode,
 )
+from vswitch.paths import RUN_DIR as CONTROL_DIR  # noqa: F401 - the name tests/vswitch know
+from vswitch.paths import default_socket
 
 __all__ = ["ConfigError", "NodeConfig", "load_config", "loads_config", "parse_config"]
-
-CONTROL_DIR = "/run/vswitch"
 
 
 class NodeSection(Model):
@@ -51,7 +51,7 @@ class NodeSection(Model):
     @model_validator(mode="after")
     def _default_control(self) -> Self:
         if self.control is None:
-            self.control = f"{CONTROL_DIR}/{self.name}.sock"
+            self.control = default_socket(self.name)
         return self
 
 

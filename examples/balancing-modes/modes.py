@@ -19,61 +19,37 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exlab import (
-    Shares,
-    example_lab,
-    flow_sources,
-    main,
-    measure,
-    say,
-    show_states,
-    start_responders,
-    step,
-    vswitch,
-    wait_states,
-)
+import exlab as ex
 
 from vswitch.lab.gateway import GatewayLab
 
-HERE = Path(__file__).resolve().parent
 MODES = ("ip", "ip-unicast", "ip-stealth")
 SEGMENTS = (("learning switch", 30000), ("hub", 0))  # the bridge's ageing_time (1/100 s)
-SPLIT = {
-    "gwa": {("carp0", 1): "MASTER", ("carp0", 2): "BACKUP"},
-    "gwb": {("carp0", 1): "BACKUP", ("carp0", 2): "MASTER"},
-}
 
 
 def run(args: argparse.Namespace) -> None:
-    sources = flow_sources(16 if args.quick else 48)
-    results: list[tuple[str, str, Shares]] = []
-    with example_lab(HERE, upstream=False) as lab:
-        gwa, gwb = lab.gateways
-        lab.add_addresses(1, [f"{s}/24" for s in sources])
-        step("gwa and gwb start with balancing ip")
-        lab.start(gwa)
-        lab.start(gwb)
-        wait_states(lab, SPLIT)
-        show_states(lab)
-        start_responders(lab)
+    here = Path(__file__).resolve().parent
+    results: list[tuple[str, str, ex.Shares]] = []
+    title = "gwa and gwb start with balancing ip"
+    with ex.balanced_pair(here, 16 if args.quick else 48, title) as (lab, sources):
         for mode in MODES:
-            step(f"balancing {mode}")
+            ex.step(f"balancing {mode}")
             if mode != "ip":
                 for gw in lab.gateways:  # a new carp MAC: INIT, then the election again
-                    vswitch("ifconfig", "-s", gw.socket_path, "carp0", "balancing", mode)
-                wait_states(lab, SPLIT)
-                show_states(lab)
-            lladdr = lab.request(gwa, {"cmd": "status"})["carp"][0]["lladdr"]
-            say(f"   carp MAC {lladdr}; {len(sources)} flows to 192.0.2.1:")
+                    ex.vswitch("ifconfig", "-s", gw.socket_path, "carp0", "balancing", mode)
+                ex.wait_states(lab, ex.SPLIT)
+                ex.show_states(lab)
+            lladdr = lab.request(lab.gateways[0], {"cmd": "status"})["carp"][0]["lladdr"]
+            ex.say(f"   carp MAC {lladdr}; {len(sources)} flows to 192.0.2.1:")
             for segment, ageing in SEGMENTS:
                 set_segment(lab, ageing)
-                shares = measure(lab, sources)
-                say(f"   {segment:<16} {shares.line()}")
+                shares = ex.measure(lab, sources)
+                ex.say(f"   {segment:<16} {shares.line()}")
                 results.append((mode, segment, shares))
-    step("each node's share of the flows")
-    say(f"   {'mode':<11} {'segment':<16} {'gwa':>6} {'gwb':>6} {'lost':>6} {'twice':>6}")
+    ex.step("each node's share of the flows")
+    ex.say(f"   {'mode':<11} {'segment':<16} {'gwa':>6} {'gwb':>6} {'lost':>6} {'twice':>6}")
     for mode, segment, s in results:
-        say(
+        ex.say(
             f"   {mode:<11} {segment:<16} {s.percent('gwa'):5.0f}% {s.percent('gwb'):5.0f}%"
             f" {100.0 * s.unanswered / s.flows:5.0f}% {s.duplicated:>6}"
         )
@@ -86,4 +62,4 @@ def set_segment(lab: GatewayLab, ageing: int) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main(__doc__.splitlines()[0], run))
+    sys.exit(ex.main(__doc__.splitlines()[0], run))

@@ -12,77 +12,59 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exlab import (
-    EventPrinter,
-    example_lab,
-    main,
-    say,
-    show_states,
-    step,
-    vswitch,
-    wait_states,
-)
+import exlab as ex
 
 from vswitch.lab.gateway import UPSTREAM, GatewayLab
 
-HERE = Path(__file__).resolve().parent
 BOTH = (("carp0", 1), ("carp1", 2))
+ELECTED = {"gwa": dict.fromkeys(BOTH, "MASTER"), "gwb": dict.fromkeys(BOTH, "BACKUP")}
 
 
 def run(args: argparse.Namespace) -> None:
-    with example_lab(HERE) as lab:
+    with ex.example_lab(Path(__file__).resolve().parent) as lab:
         gwa, gwb = lab.gateways
-        step("gwa (advskew 0) and gwb (advskew 100) start and elect")
+        ex.step("gwa (advskew 0) and gwb (advskew 100) start and elect")
         lab.start(gwa)
         lab.start(gwb)
-        events = EventPrinter(lab)
-        try:
-            wait_states(
-                lab,
-                {"gwa": dict.fromkeys(BOTH, "MASTER"), "gwb": dict.fromkeys(BOTH, "BACKUP")},
-            )
-            show_states(lab)
+        with ex.EventPrinter(lab) as events:
+            ex.wait_states(lab, ELECTED)
+            ex.show_states(lab)
             if not args.quick:
-                say("\n$ vswitch ifconfig  (on gwa)")
-                say(vswitch("ifconfig", "-s", gwa.socket_path).rstrip())
+                ex.say("\n$ vswitch ifconfig  (on gwa)")
+                ex.say(ex.vswitch("ifconfig", "-s", gwa.socket_path).rstrip())
             reach(lab, "through gwa")
 
-            step("pull gwa's LAN uplink")
-            uplink = f"lan{gwa.index}"  # the bridge port of gwa's "lan" veth
+            ex.step("pull gwa's LAN uplink")
+            uplink = lab.seg_port(gwa)  # the bridge port of gwa's "lan" veth
             pulled = events.mark()
             lab.lab.link(lab.seg, uplink, up=False)
-            wait_states(
+            ex.wait_states(
                 lab,
                 {
                     "gwa": {("carp0", 1): "INIT", ("carp1", 2): "BACKUP"},
                     "gwb": dict.fromkeys(BOTH, "MASTER"),
                 },
             )
-            show_states(lab)
+            ex.show_states(lab)
             groups = lab.request(gwa, {"cmd": "status"})["groups"]
-            say(f"   gwa's demote counters: {groups} (carp0 lost its carpdev, section 4.8)")
+            ex.say(f"   gwa's demote counters: {groups} (carp0 lost its carpdev, section 4.8)")
             moved = [at - pulled for at, node, e in events.seen if node == "gwb" and at > pulled]
-            say(f"   gwb took both over within {max(moved):.2f} s")
+            ex.say(f"   gwb took both over within {max(moved):.2f} s")
             reach(lab, "through gwb, both ways")
 
-            step("put the uplink back")
+            ex.step("put the uplink back")
             lab.lab.link(lab.seg, uplink, up=True)
-            wait_states(
-                lab,
-                {"gwa": dict.fromkeys(BOTH, "MASTER"), "gwb": dict.fromkeys(BOTH, "BACKUP")},
-            )
-            show_states(lab)
+            ex.wait_states(lab, ELECTED)
+            ex.show_states(lab)
             if not args.quick:
                 reach(lab, "through gwa again")
-        finally:
-            events.close()
 
 
 def reach(lab: GatewayLab, how: str) -> None:
     if not lab.ping(1, UPSTREAM, deadline=10.0):
         raise RuntimeError(f"the client cannot reach {UPSTREAM} ({how})")
-    say(f"   client c1 -> upstream {UPSTREAM}: answered ({how})")
+    ex.say(f"   client c1 -> upstream {UPSTREAM}: answered ({how})")
 
 
 if __name__ == "__main__":
-    sys.exit(main(__doc__.splitlines()[0], run))
+    sys.exit(ex.main(__doc__.splitlines()[0], run))

@@ -14,70 +14,43 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exlab import (
-    EventPrinter,
-    example_lab,
-    flow_sources,
-    main,
-    measure,
-    say,
-    show_states,
-    start_responders,
-    step,
-    vswitch,
-    wait_states,
-)
+import exlab as ex
 
 from vswitch.lab.gateway import LAN_VIP, GatewayLab
 
-HERE = Path(__file__).resolve().parent
-SPLIT = {
-    "gwa": {("carp0", 1): "MASTER", ("carp0", 2): "BACKUP"},
-    "gwb": {("carp0", 1): "BACKUP", ("carp0", 2): "MASTER"},
-}
-
 
 def run(args: argparse.Namespace) -> None:
-    sources = flow_sources(16 if args.quick else 64)
-    with example_lab(HERE, upstream=False) as lab:
+    here = Path(__file__).resolve().parent
+    title = "gwa (carpnodes 1:0,2:100) and gwb (1:100,2:0) start: one carpnode each"
+    flows = 16 if args.quick else 64
+    with ex.balanced_pair(here, flows, title, events=True) as (lab, sources):
         gwa, gwb = lab.gateways
-        lab.add_addresses(1, [f"{s}/24" for s in sources])
-        step("gwa (carpnodes 1:0,2:100) and gwb (1:100,2:0) start: one carpnode each")
-        lab.start(gwa)
-        lab.start(gwb)
-        events = EventPrinter(lab)
-        try:
-            wait_states(lab, SPLIT)
-            show_states(lab)
-            if not args.quick:
-                say("\n$ vswitch ifconfig carp0  (on gwa)")
-                say(vswitch("ifconfig", "-s", gwa.socket_path, "carp0").rstrip())
-            start_responders(lab)
-            split(lab, sources, "both hosts up")
-            mac = lab.neighbour(lab.clients[0], LAN_VIP)
-            say(f"   the client's ARP entry for {LAN_VIP}: {mac} (the multicast carp MAC)")
+        if not args.quick:
+            ex.say("\n$ vswitch ifconfig carp0  (on gwa)")
+            ex.say(ex.vswitch("ifconfig", "-s", gwa.socket_path, "carp0").rstrip())
+        split(lab, sources, "both hosts up")
+        mac = lab.neighbour(lab.clients[0], LAN_VIP)
+        ex.say(f"   the client's ARP entry for {LAN_VIP}: {mac} (the multicast carp MAC)")
 
-            step("gwb bows out: ifconfig carp0 down")
-            vswitch("ifconfig", "-s", gwb.socket_path, "carp0", "down")
-            wait_states(lab, {"gwa": {("carp0", 1): "MASTER", ("carp0", 2): "MASTER"}})
-            show_states(lab)
-            split(lab, sources, "gwb down")
+        ex.step("gwb bows out: ifconfig carp0 down")
+        ex.vswitch("ifconfig", "-s", gwb.socket_path, "carp0", "down")
+        ex.wait_states(lab, {"gwa": {("carp0", 1): "MASTER", ("carp0", 2): "MASTER"}})
+        ex.show_states(lab)
+        split(lab, sources, "gwb down")
 
-            step("gwb comes back: ifconfig carp0 up")
-            vswitch("ifconfig", "-s", gwb.socket_path, "carp0", "up")
-            wait_states(lab, SPLIT)
-            show_states(lab)
-            split(lab, sources, "both hosts up again")
-        finally:
-            events.close()
+        ex.step("gwb comes back: ifconfig carp0 up")
+        ex.vswitch("ifconfig", "-s", gwb.socket_path, "carp0", "up")
+        ex.wait_states(lab, ex.SPLIT)
+        ex.show_states(lab)
+        split(lab, sources, "both hosts up again")
 
 
 def split(lab: GatewayLab, sources: list[str], label: str) -> None:
-    shares = measure(lab, sources)
-    say(f"   {len(sources)} flows to {LAN_VIP} ({label}): {shares.line()}")
+    shares = ex.measure(lab, sources)
+    ex.say(f"   {len(sources)} flows to {LAN_VIP} ({label}): {shares.line()}")
     if shares.unanswered or shares.duplicated:
         raise RuntimeError(f"every flow should be answered exactly once ({label})")
 
 
 if __name__ == "__main__":
-    sys.exit(main(__doc__.splitlines()[0], run))
+    sys.exit(ex.main(__doc__.splitlines()[0], run))

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from carp.timing import master_down_us, seconds
+from vswitch.lab.netns import leftovers
 
 pytestmark = pytest.mark.netns
 
@@ -54,16 +55,6 @@ def demo_process(*args: str) -> Iterator[subprocess.Popen[str]]:
         proc.wait(30)
         assert proc.stdout is not None
         proc.stdout.close()
-
-
-def leftovers(prefix: str) -> list[str]:
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True)
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True)
-    return [
-        line
-        for line in netns.stdout.splitlines() + links.stdout.splitlines()
-        if re.search(rf"(^|\s){prefix}", line)
-    ]
 
 
 @pytest.fixture(scope="module")
@@ -142,8 +133,8 @@ def test_balancing_splits_flows_by_the_hash(quick_run: tuple[int, str, dict[str,
 def test_nothing_is_left_behind(quick_run: tuple[int, str, dict[str, Any]]) -> None:
     _, _, report = quick_run
     assert report["prefix"].startswith("vs")
-    assert report["cleanup"] == {"namespaces": [], "links": [], "errors": []}
-    assert leftovers(report["prefix"]) == []
+    assert report["cleanup"] == {"namespaces": [], "links": [], "processes": [], "errors": []}
+    assert leftovers(report["prefix"]) == {"namespaces": [], "links": [], "processes": []}
 
 
 def test_ctrl_c_removes_everything() -> None:
@@ -163,7 +154,7 @@ def test_ctrl_c_removes_everything() -> None:
         rest, _ = proc.communicate(timeout=60)
     assert proc.returncode == 130, rest
     assert "interrupted" in rest and "nothing named" in rest
-    assert leftovers(prefix) == []
+    assert leftovers(prefix) == {"namespaces": [], "links": [], "processes": []}
 
 
 def test_refuses_without_root(tmp_path: Path) -> None:

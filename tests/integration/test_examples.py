@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from vswitch.lab.netns import leftovers
+
 pytestmark = pytest.mark.netns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -47,29 +49,17 @@ def run_sh(name: str, *args: str, **popen: object) -> subprocess.Popen[str]:
     )
 
 
-def leftovers(prefix: str, lab_dir: str) -> list[str]:
-    """Anything of the lab `prefix` still there: namespaces, host links, processes, files."""
-    found = []
-    namespaces = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    found += [line for line in namespaces.splitlines() if line.startswith(f"{prefix}-")]
-    links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    found += [line for line in links.splitlines() if prefix in line]
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if lab_dir in cmdline:
-            found.append(f"process {pid}: {cmdline}")
-    if os.path.exists(lab_dir):
-        found.append(lab_dir)
-    return found
+def remains(prefix: str, lab_dir: str) -> list[str]:
+    """Anything of the lab `prefix` still there: namespaces, host links, processes (its
+    directory is named after it), and the directory itself."""
+    found = [item for items in leftovers(prefix).values() for item in items]
+    return found + ([lab_dir] if os.path.exists(lab_dir) else [])
 
 
 def gone(prefix: str, lab_dir: str) -> list[str]:
-    """leftovers(), polled for a moment (the last processes may still be exiting)."""
+    """remains(), polled for a moment (the last processes may still be exiting)."""
     end = time.monotonic() + 10
-    while (left := leftovers(prefix, lab_dir)) and time.monotonic() < end:
+    while (left := remains(prefix, lab_dir)) and time.monotonic() < end:
         time.sleep(0.1)
     return left
 

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from carp.actions import Reason
-from vswitch.lab.gateway import LAN_VIP, Gateway, GatewayLab, GatewaySpec, UcarpNode
+from vswitch.lab.gateway import LAN_VIP, Gateway, GatewayLab, GatewaySpec
+from vswitch.lab.ucarp import UcarpNode
 
 pytestmark = pytest.mark.netns
 

@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from vswitch.check import to_toml
+from vswitch import tomlw
 from vswitch.cli import main
 from vswitch.config import load_config, parse_config
+from vswitch.lab.gateway import node_config, pair_specs
 
 DATA = Path(__file__).parent.parent / "data"
 ROOT = Path(__file__).parent.parent.parent
@@ -84,15 +85,55 @@ def test_module_entry_point() -> None:
     assert "node.name: 'gw a' is not a valid node name" in result.stderr
 
 
-def test_to_toml_escapes_strings() -> None:
+def test_toml_writer_escapes_strings() -> None:
     data = {
         "t": {"s": 'quote " back \\ tab \t nl \n del \x7f é', "n": [1, 2.5, True]},
         "hook": [{"command": ["a b"]}],
         "nested": {"a": {"x": 1}, "b": {"y": [{"k": "v"}, {"k": "w"}]}},
         "empty": {},
     }
-    assert tomllib.loads(to_toml(data)) == {
+    assert tomllib.loads(tomlw.dumps(data)) == {
         "t": data["t"],
         "hook": data["hook"],
         "nested": data["nested"],
     }
+
+
+def test_toml_writer_layout_and_values() -> None:
+    # the shapes the lab's node files use: inline tables in arrays, tuples, [[hook]], odd keys
+    data = {
+        "node": {"name": "gwa", "metrics": False, "log": "stderr"},
+        "switch": {"lan0": {"host": ("192.0.2.11/24",), "ports": [{"name": "lan"}]}},
+        "carp": {"carp0": {"advskew": 100, "a key": 1.5}},
+        "hook": [{"command": "true"}, {"command": "false"}],
+    }
+    text = tomlw.dumps(data)
+    assert text.splitlines()[:5] == [
+        "[node]",
+        'name = "gwa"',
+        "metrics = false",
+        'log = "stderr"',
+        "",
+    ]
+    assert '[switch.lan0]\nhost = ["192.0.2.11/24"]\nports = [{ name = "lan" }]\n' in text
+    assert '[carp.carp0]\nadvskew = 100\n"a key" = 1.5\n' in text
+    assert text.count("[[hook]]") == 2
+    loaded = tomllib.loads(text)
+    assert loaded["switch"]["lan0"]["host"] == ["192.0.2.11/24"]
+    assert loaded["carp"]["carp0"] == {"advskew": 100, "a key": 1.5}
+    assert loaded["hook"] == data["hook"]
+    with pytest.raises(TypeError, match="cannot write None as TOML"):
+        tomlw.value(None)
+
+
+@pytest.mark.parametrize("balancing", ["none", "ip"])
+def test_the_labs_node_files_are_valid_and_load_back(balancing: str) -> None:
+    # vswitch/lab/gateway.py writes its nodes' files with the same writer
+    carpnodes = ("1:0,2:100", "1:100,2:0") if balancing == "ip" else None
+    for index, spec in enumerate(pair_specs(balancing, carpnodes=carpnodes), start=1):
+        spec.hooks = [{"command": ["/bin/true"], "on": ["master"]}]
+        data = node_config(spec, index, f"/tmp/{spec.name}.sock", ipv6=True)
+        assert tomllib.loads(tomlw.dumps(data)) == data
+        config = parse_config(data)
+        assert config.node.control == f"/tmp/{spec.name}.sock"
+        assert set(config.carp) == {"carp0", "carp1"}

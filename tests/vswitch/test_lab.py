@@ -11,17 +11,15 @@ import time
 import pytest
 
 from vswitch import netlink
-from vswitch.lab.netns import Lab, LabError, netns_exists
+from vswitch.lab.netns import Lab, LabError, leftovers, netns_exists
 
 pytestmark = pytest.mark.netns
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def leftovers(prefix: str) -> list[str]:
-    names = [n for n in os.listdir("/var/run/netns") if n.startswith(prefix)]
-    names += [n for n in netlink.link_names() if n.startswith(prefix)]
-    return names
+def left(prefix: str) -> list[str]:
+    return [name for names in leftovers(prefix).values() for name in names]
 
 
 def test_creates_and_removes_everything() -> None:
@@ -56,9 +54,13 @@ def test_creates_and_removes_everything() -> None:
         assert lab.root_links == [root_end]
         assert sleeper.poll() is None
         prefix = lab.prefix
+        found = leftovers(prefix)  # while the lab stands, it finds all of it
+        assert found["namespaces"] == sorted([a, b, c])
+        assert found["links"] == [root_end]
+        assert [p.split()[0] for p in found["processes"]] == [str(sleeper.pid)]
     assert sleeper.poll() is not None
     assert lab.teardown_errors == []
-    assert leftovers(prefix) == []
+    assert left(prefix) == []
     with pytest.raises(LabError):
         lab.netns("late")
 
@@ -68,7 +70,7 @@ def test_removes_everything_on_an_exception() -> None:
         lab.netns("x")
         lab.veth(lab.name("x0"), "x1", b_netns=f"{lab.prefix}-x")
         raise RuntimeError("boom")
-    assert leftovers(lab.prefix) == []
+    assert left(lab.prefix) == []
 
 
 def test_refuses_what_it_did_not_create() -> None:
@@ -88,7 +90,7 @@ def test_refuses_what_it_did_not_create() -> None:
             lab.netns("n")
         with pytest.raises(ValueError):
             lab.name("much-too-long-name")
-    assert leftovers(lab.prefix) == []
+    assert left(lab.prefix) == []
 
 
 def test_ping_gives_up_at_the_deadline() -> None:
@@ -144,4 +146,4 @@ def test_removes_everything_when_the_process_ends(how: str) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert leftovers(prefix) == []
+    assert left(prefix) == []

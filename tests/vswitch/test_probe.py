@@ -1,6 +1,10 @@
-"""The failover probes' parsing and gap finding (vswitch/lab/probe.py) and the demo's preflight."""
+"""The failover probes' parsing and gap finding (vswitch/lab/probe.py) and the labs' preflight
+(vswitch/lab/netns.py) as the demo calls it."""
 
-from vswitch.lab.demo import preflight
+from collections.abc import Callable
+
+from vswitch.lab.demo import HINT
+from vswitch.lab.netns import preflight
 from vswitch.lab.probe import Reply, largest_gap, parse_ping, ping_summary
 
 PING_OUTPUT = """\
@@ -54,21 +58,29 @@ def test_largest_gap_needs_a_reply_after_the_event() -> None:
     assert largest_gap([], since=0.0) is None
 
 
+def demo_preflight(
+    euid: Callable[[], int], which: Callable[[str], str | None], exists: Callable[[str], bool]
+) -> str | None:
+    return preflight("vswitch demo", hint=HINT, euid=euid, which=which, exists=exists)
+
+
 def test_preflight_refuses_without_root() -> None:
-    reason = preflight(euid=lambda: 1000, which=lambda t: "/usr/bin/" + t, exists=lambda p: True)
-    assert reason is not None and "needs root" in reason and "./dev.sh demo" in reason
+    reason = demo_preflight(lambda: 1000, lambda t: "/usr/bin/" + t, lambda p: True)
+    assert reason is not None and "vswitch demo needs root" in reason and "./dev.sh demo" in reason
 
 
 def test_preflight_names_missing_tools_and_packages() -> None:
-    reason = preflight(
-        euid=lambda: 0, which=lambda t: None if t == "ping" else "/bin/ip", exists=lambda p: True
-    )
+    reason = demo_preflight(lambda: 0, lambda t: None if t == "ping" else "/bin/ip", lambda p: True)
     assert reason is not None
     assert "ping" in reason and "iputils-ping" in reason and "iproute2" not in reason
     assert "./dev.sh demo" in reason
+    reason = preflight("failover.py", ("ip", "ucarp", "frob"), euid=lambda: 0, which=lambda t: None)
+    assert (
+        reason == "failover.py needs ip, ucarp, frob (Debian: apt-get install iproute2 ucarp frob)"
+    )
 
 
 def test_preflight_needs_tun_and_passes_when_all_is_there() -> None:
     which = {"ip": "/bin/ip", "ping": "/bin/ping"}.get
-    assert "/dev/net/tun" in (preflight(lambda: 0, which, lambda p: False) or "")
-    assert preflight(lambda: 0, which, lambda p: p == "/dev/net/tun") is None
+    assert "/dev/net/tun" in (demo_preflight(lambda: 0, which, lambda p: False) or "")
+    assert demo_preflight(lambda: 0, which, lambda p: p == "/dev/net/tun") is None

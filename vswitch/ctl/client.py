@@ -2,22 +2,27 @@
 
 The socket is `-s SOCKET`, or `[node] control` of `-c CONFIG` (default
 /run/vswitch/<name>.sock), or the only socket in /run/vswitch. The client is plain blocking
-sockets: one request, one line back; `events` reads lines until told to stop.
+sockets: one request, one line back; `events` reads lines until told to stop. It is also the
+namespace lab's client (vswitch/lab/): `EventReader` hands a node's events to a callback from a
+thread while the lab works. Nothing here imports the daemon's modules.
 """
 
 import argparse
+import contextlib
 import json
 import os
 import socket
 import stat
 import sys
+import threading
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-RUN_DIR = "/run/vswitch"  # carp/config.py CONTROL_DIR: where [node] control defaults to
+from vswitch.paths import RUN_DIR, default_socket
+
 TIMEOUT = 10.0
 
 
@@ -53,7 +58,7 @@ def control_path_from_config(path: str) -> str:
         if isinstance(node.get("control"), str):
             return str(node["control"])
         if isinstance(node.get("name"), str):
-            return f"{RUN_DIR}/{node['name']}.sock"
+            return default_socket(node["name"])
     raise NodeUnavailable(f"{path}: [node] has neither control nor name")
 
 
@@ -115,6 +120,11 @@ class ControlClient:
         self._file.close()
         self._sock.close()
 
+    def shutdown(self) -> None:
+        """End the connection under a thread blocked reading it: its read sees the end."""
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+
     def _send(self, cmd: str, params: dict[str, Any]) -> int:
         self._next_id += 1
         line = json.dumps({"id": self._next_id, "cmd": cmd, **params}) + "\n"
@@ -133,7 +143,10 @@ class ControlClient:
             raise NodeUnavailable(f"lost the node at {self.path}: {exc}") from None
         if not line:
             return None
-        message = json.loads(line)
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = None
         if not isinstance(message, dict):
             raise NodeUnavailable(f"unexpected answer from {self.path}: {line!r}")
         return message
@@ -150,11 +163,51 @@ class ControlClient:
         return response.get("result")
 
     def events(self, snapshot: bool = True) -> Iterator[dict[str, Any]]:
-        """Event dicts as they come; ends when the node closes the stream."""
+        """Subscribe now (an error is raised here), then event dicts as they come; the iterator
+        ends when the node closes the stream."""
         self.request("events", snapshot=snapshot)
         self._sock.settimeout(None)  # events may be minutes apart
-        while (event := self._read()) is not None:
-            yield event
+        return iter(self._read, None)
+
+
+class EventReader:
+    """A node's live events, read in a thread of their own and handed to `on_event` as they
+    come, until `close()` or the node closes the stream. The subscription stands when the
+    constructor returns, so nothing that happens after it is missed."""
+
+    def __init__(
+        self,
+        path: str,
+        on_event: Callable[[dict[str, Any]], None],
+        *,
+        snapshot: bool = False,
+        timeout: float = TIMEOUT,
+    ) -> None:
+        self._client = ControlClient(path, timeout)
+        try:
+            events = self._client.events(snapshot)
+        except BaseException:
+            self._client.close()
+            raise
+        self._thread = threading.Thread(target=self._run, args=(events, on_event), daemon=True)
+        self._thread.start()
+
+    @staticmethod
+    def _run(events: Iterator[dict[str, Any]], on_event: Callable[[dict[str, Any]], None]) -> None:
+        with contextlib.suppress(NodeUnavailable):  # the node went away, or close()
+            for event in events:
+                on_event(event)
+
+    def close(self) -> None:
+        self._client.shutdown()  # wakes the thread
+        self._thread.join(TIMEOUT)
+        self._client.close()
+
+    def __enter__(self) -> "EventReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 def run_client(args: argparse.Namespace, body: Callable[[ControlClient], int]) -> int:

@@ -1,1 +1,1 @@
-"""The namespace lab: lab builder, gateway lab, ucarp peers, captures, probes and the demo."""
+"""The namespace lab: lab builder, gateway lab, ucarp peers, captures, traffic, probes, demo."""

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from ipaddress import ip_address
 from typing import Any
@@ -36,9 +36,10 @@ from vswitch.lab.gateway import (
     client_ip,
     pair_specs,
 )
+from vswitch.lab.netns import leftovers, preflight
 from vswitch.lab.probe import EventWatch, PingProbe, largest_gap, ping_summary
 
-TOOLS = {"ip": "iproute2", "ping": "iputils-ping"}
+HINT = ": run `sudo ./dev.sh demo`, which installs what it needs too"  # ends preflight's reasons
 ADVBASE = 1
 BACKUP_SKEW = 100  # pair_specs: gwa advskew 0, gwb advskew 100
 CARPNODES = ("1:0,2:100", "1:100,2:0")
@@ -83,29 +84,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="fewer clients, flows and pings (for tests)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
-
-
-def preflight(
-    euid: Callable[[], int] = os.geteuid,
-    which: Callable[[str], str | None] = shutil.which,
-    exists: Callable[[str], bool] = os.path.exists,
-) -> str | None:
-    """Why the demo cannot run here (None: it can)."""
-    if euid() != 0:
-        return (
-            "vswitch demo needs root (it creates network namespaces and TAP devices): "
-            "run `sudo ./dev.sh demo`"
-        )
-    missing = [tool for tool in TOOLS if which(tool) is None]
-    if missing:
-        packages = " ".join(TOOLS[t] for t in missing)
-        return (
-            f"vswitch demo needs {', '.join(missing)}: install them (Debian: "
-            f"apt-get install {packages}) or run `./dev.sh demo`, which does"
-        )
-    if not exists("/dev/net/tun"):
-        return "vswitch demo needs /dev/net/tun: load the tun module (modprobe tun)"
-    return None
 
 
 class Out:
@@ -433,22 +411,6 @@ def chunks(items: list[str], size: int) -> Iterator[list[str]]:
 # -- cleanup and report ------------------------------------------------------------------------
 
 
-def leftovers(prefix: str) -> dict[str, list[str]]:
-    """Namespaces and host interfaces still carrying the lab's prefix."""
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, timeout=30)
-    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, timeout=30)
-    return {
-        "namespaces": [
-            line.split()[0] for line in netns.stdout.splitlines() if line.startswith(prefix)
-        ],
-        "links": [
-            line.split(":")[1].strip()
-            for line in links.stdout.splitlines()
-            if line.count(":") >= 2 and line.split(":")[1].strip().startswith(prefix)
-        ],
-    }
-
-
 def cleanup(out: Out, lab: GatewayLab, report: Report) -> None:
     previous = signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not stop it
     try:
@@ -457,11 +419,11 @@ def cleanup(out: Out, lab: GatewayLab, report: Report) -> None:
     finally:
         signal.signal(signal.SIGINT, previous)
     report.cleanup = {**left, "errors": list(lab.lab.teardown_errors)}
-    if left["namespaces"] or left["links"] or lab.lab.teardown_errors:
+    if any(report.cleanup.values()):
         report.problems.append(f"left behind: {report.cleanup}")
         out.say(f"NOT clean: {report.cleanup}")
     else:
-        out.say(f"ip netns list / ip link: nothing named {lab.lab.prefix}* is left")
+        out.say(f"namespaces, links, processes: nothing named {lab.lab.prefix}* is left")
 
 
 def summary(out: Out, report: Report) -> None:
@@ -508,7 +470,7 @@ def cleanup_text(cleanup: dict[str, Any]) -> str:
         return "-"
     if any(cleanup.values()):
         return f"NOT clean: {cleanup}"
-    return "nothing left (ip netns list, ip link)"
+    return "nothing left (namespaces, links, processes)"
 
 
 def fmt_s(value: float | None) -> str:
@@ -516,7 +478,7 @@ def fmt_s(value: float | None) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    reason = preflight()
+    reason = preflight("vswitch demo", hint=HINT)
     if reason is not None:
         print(f"vswitch: {reason}", file=sys.stderr)
         return 2

@@ -9,7 +9,8 @@ already is refused, and every interface left in the host's own namespace carries
 
 Processes are killed by pid, and only those the lab started. Close a DataPlane that has ports in
 the lab's namespaces before the lab: its sockets keep a deleted namespace (and so its
-interfaces) alive until they are closed.
+interfaces) alive until they are closed. `preflight` says why a lab cannot be built here, and
+`leftovers` what is left of one.
 """
 
 import asyncio
@@ -17,11 +18,12 @@ import atexit
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -29,6 +31,13 @@ from vswitch import netlink
 
 IFNAMSIZ = 15
 NETNS_DIR = netlink.NETNS_DIR
+PACKAGES = {  # tool -> the Debian package that has it
+    "ip": "iproute2",
+    "ping": "iputils-ping",
+    "ucarp": "ucarp",
+    "tcpdump": "tcpdump",
+    "tshark": "tshark",
+}
 
 _live: set["Lab"] = set()
 _lock = threading.Lock()
@@ -125,9 +134,10 @@ class Lab:
         up: bool = True,
         a_mac: bytes | None = None,
         b_mac: bytes | None = None,
+        bridge: str | None = None,
     ) -> tuple[str, str]:
         """A veth pair with end `a` in `a_netns` and `b` in `b_netns` (None: the host's own
-        namespace, where the name must carry the prefix)."""
+        namespace, where the name must carry the prefix); `b` joins `bridge` there if given."""
         self._check_open()
         self._own_ns(a_netns)
         self._own_ns(b_netns)
@@ -146,6 +156,8 @@ class Lab:
                 self.root_links.append(b)
         for ifname, ns, mac in ((a, a_netns, a_mac), (b, b_netns, b_mac)):
             netlink.set_link(ifname, netns=ns, mac=mac, up=up)
+        if bridge is not None:
+            netlink.set_master(b, bridge, netns=b_netns)
         return a, b
 
     def bridge(self, name: str, netns: str, ports: Sequence[str] = ()) -> str:
@@ -234,13 +246,18 @@ class Lab:
         return proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
 
     def spawn(
-        self, netns: str | None, argv: Sequence[str], **popen: Any
+        self, netns: str | None, argv: Sequence[str], *, log: str | None = None, **popen: Any
     ) -> subprocess.Popen[bytes]:
-        """Start a long-running process in `netns`; `stop()` or `close()` kills it by pid."""
+        """Start a long-running process in `netns` (its stdout and stderr appended to the file
+        `log` if given); `stop()`, `kill()` or `close()` ends it by pid."""
         self._check_open()
         self._own_ns(netns)
         popen.setdefault("stdin", subprocess.DEVNULL)
-        proc: subprocess.Popen[bytes] = subprocess.Popen(self.argv(netns, argv), **popen)
+        with contextlib.ExitStack() as stack:
+            if log is not None:  # the process keeps its own descriptor
+                popen["stdout"] = stack.enter_context(open(log, "ab"))
+                popen["stderr"] = subprocess.STDOUT
+            proc: subprocess.Popen[bytes] = subprocess.Popen(self.argv(netns, argv), **popen)
         self.processes.append(proc)
         return proc
 
@@ -255,6 +272,15 @@ class Lab:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(proc.pid, signal.SIGKILL)
                 proc.wait(timeout)
+        return self._forget(proc)
+
+    def kill(self, proc: subprocess.Popen[bytes], timeout: float = 10.0) -> int:
+        """SIGKILL at once, as a crash: the process cleans nothing up. Returns the exit status."""
+        proc.kill()  # Popen signals only a process not yet reaped: never a reused pid
+        proc.wait(timeout)
+        return self._forget(proc)
+
+    def _forget(self, proc: subprocess.Popen[bytes]) -> int:
         if proc in self.processes:
             self.processes.remove(proc)
         return proc.returncode
@@ -326,3 +352,61 @@ class Lab:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def preflight(
+    what: str,
+    tools: Sequence[str] = ("ip", "ping"),
+    *,
+    hint: str = "",
+    euid: Callable[[], int] = os.geteuid,
+    which: Callable[[str], str | None] = shutil.which,
+    exists: Callable[[str], bool] = os.path.exists,
+) -> str | None:
+    """Why `what` (a lab with vswitch nodes) cannot run here, or None: root, the `tools` (named
+    with their Debian packages) and /dev/net/tun. `hint` ends the root and tools messages."""
+    if euid() != 0:
+        return f"{what} needs root (it creates network namespaces, veths and TAP devices){hint}"
+    missing = [tool for tool in tools if which(tool) is None]
+    if missing:
+        packages = " ".join(PACKAGES.get(tool, tool) for tool in missing)
+        return f"{what} needs {', '.join(missing)} (Debian: apt-get install {packages}){hint}"
+    if not exists("/dev/net/tun"):
+        return f"{what} needs /dev/net/tun: load the tun module (modprobe tun)"
+    return None
+
+
+def leftovers(prefix: str) -> dict[str, list[str]]:
+    """What is left of the lab `prefix`: its namespaces, interfaces in the host's namespace, and
+    processes that run in one of those namespaces or whose command line names the prefix (the
+    lab's files carry it), as "PID COMMAND LINE"."""
+    try:
+        namespaces = sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(f"{prefix}-"))
+    except FileNotFoundError:  # no namespace was made since boot
+        namespaces = []
+    inside = {_inode(os.path.join(NETNS_DIR, ns)) for ns in namespaces} - {None}
+    processes = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
+        except OSError:  # it ended meanwhile
+            continue
+        if int(pid) != os.getpid() and (
+            prefix in cmdline or _inode(f"/proc/{pid}/ns/net") in inside
+        ):
+            processes.append(f"{pid} {cmdline}")
+    return {
+        "namespaces": namespaces,
+        "links": sorted(n for n in netlink.link_names() if n.startswith(prefix)),
+        "processes": processes,
+    }
+
+
+def _inode(path: str) -> tuple[int, int] | None:
+    """A namespace's identity (a bind mount under NETNS_DIR or a process's ns/net link)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino

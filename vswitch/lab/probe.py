@@ -9,11 +9,9 @@ CLOCK_MONOTONIC as ours: the takeover time. Both are bounded in time and count.
 
 import contextlib
 import itertools
-import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -22,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from vswitch.ctl.client import EventReader
 from vswitch.lab.netns import Lab
 
 # iputils with -D: "[1712345678.123456] 64 bytes from 192.0.2.1: icmp_seq=12 ttl=64 time=0.1 ms"
@@ -150,34 +149,16 @@ class NodeEvent:
 
 
 class EventWatch:
-    """Live events of one node, read in a thread from its control socket (`events`)."""
+    """Live events of one node (its control socket's `events`), kept as they come."""
 
     def __init__(self, socket_path: str, timeout: float = 5.0) -> None:
         self.events: list[NodeEvent] = []
         self._lock = threading.Lock()
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            self._sock.settimeout(timeout)
-            self._sock.connect(socket_path)
-            self._sock.sendall(b'{"id": 1, "cmd": "events", "snapshot": false}\n')
-            self._file = self._sock.makefile("rb")
-            answer = json.loads(self._file.readline() or b"{}")
-            if not answer.get("ok"):
-                raise OSError(f"events refused: {answer.get('error', 'no answer')}")
-            self._sock.settimeout(None)
-        except BaseException:
-            self._sock.close()
-            raise
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
+        self._reader = EventReader(socket_path, self._add, timeout=timeout)
 
-    def _read(self) -> None:
-        with contextlib.suppress(OSError, ValueError):
-            for line in self._file:
-                data = json.loads(line)
-                if isinstance(data, dict):
-                    with self._lock:
-                        self.events.append(NodeEvent(float(data.get("monotonic", 0.0)), data))
+    def _add(self, data: dict[str, Any]) -> None:
+        with self._lock:
+            self.events.append(NodeEvent(float(data.get("monotonic", 0.0)), data))
 
     def first(self, match: Callable[[dict[str, Any]], bool], timeout: float) -> NodeEvent | None:
         """The first event `match` accepts, waiting up to `timeout` seconds for it."""
@@ -197,11 +178,7 @@ class EventWatch:
         )
 
     def close(self) -> None:
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._thread.join(5)
-        self._file.close()
-        self._sock.close()
+        self._reader.close()
 
     def __enter__(self) -> "EventWatch":
         return self
