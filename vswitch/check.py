@@ -35,6 +35,8 @@ def run(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_INVALID
+    for warning in config.warnings():  # valid, so the exit status stays 0
+        print(f"warning: {warning}", file=sys.stderr)
     data = config.normalised(show_pass=args.show_pass)
     if args.json:
         print(json.dumps(data, indent=2))

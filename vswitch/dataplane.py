@@ -515,9 +515,19 @@ class DataPlane:
                         "tx_packets": p["tx_packets"],
                         "tx_bytes": p["tx_bytes"],
                         "tx_drops": sum(drops[r] for r in TX_DROPS),
+                        "forwarded": p["forwarded"],
+                        "drops": dict(drops),
                     }
                 )
-            out.append({"name": name, "mode": sw["mode"], "mac_table": sw["macs"], "ports": ports})
+            out.append(
+                {
+                    "name": name,
+                    "mode": sw["mode"],
+                    "mac_table": sw["macs"],
+                    "ports": ports,
+                    "table_full": sw["table_full"],
+                }
+            )
         return out
 
     def close(self) -> None:

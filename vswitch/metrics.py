@@ -148,6 +148,51 @@ def families(status: NodeStatus) -> list[Family]:
             values += [port["tx_packets"], port["tx_bytes"], port["tx_drops"]]
             for (counter, help_), value in zip(PORT_COUNTERS.items(), values, strict=True):
                 fam(f"vswitch_port_{counter}_total", "counter", help_).add(value, **where)
+            if "forwarded" in port:
+                fam(
+                    "vswitch_port_forwarded_total",
+                    "counter",
+                    "Frames received on the port and forwarded (or taken by the node)",
+                ).add(port["forwarded"], **where)
+            for reason, value in port.get("drops", {}).items():
+                fam(
+                    "vswitch_port_drops_total", "counter", "Frames dropped at the port, by reason"
+                ).add(value, **where, reason=reason)
+        if "table_full" in sw:
+            fam(
+                "vswitch_switch_table_full_total",
+                "counter",
+                "Source MACs not learned because the table was full",
+            ).add(sw["table_full"], node=node, switch=sw["name"])
+    for reason, value in status.get("ip_drops", {}).items():
+        fam(
+            "vswitch_carp_ip_drops_total",
+            "counter",
+            "Protocol-112 packets dropped by the IP-layer checks, by reason",
+        ).add(value, node=node, reason=reason)
+    for rule, value in status.get("datapath", {}).items():
+        fam(
+            "vswitch_carp_datapath_total", "counter", "Frames handled by the carp data path rules"
+        ).add(value, node=node, rule=rule)
+    if "counters" in status:
+        counters = status["counters"]
+        fam(
+            "vswitch_node_adverts_unresolved_total",
+            "counter",
+            "Unicast advertisements not sent: the carppeer's MAC was unknown",
+        ).add(counters["adverts_unresolved"], node=node)
+        fam(
+            "vswitch_node_apply_errors_total",
+            "counter",
+            "Actions and listeners that raised (a side channel failed)",
+        ).add(counters["apply_errors"], node=node)
+    for channel, read in status.get("channels", {}).items():
+        for counter, value in read.items():
+            fam(
+                "vswitch_side_channel",
+                "gauge",
+                "Counters of the side channels (log, control, metrics, events, hooks)",
+            ).add(value, node=node, channel=channel, counter=counter)
     if "events" in status:
         ev = status["events"]
         fam("vswitch_events_total", "counter", "Events published").add(ev["seq"], node=node)
@@ -220,6 +265,14 @@ class MetricsServer:
     @property
     def connections(self) -> int:
         return len(self._connections)
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "connections": self.connections,
+            "renders": self.renders,
+            "refused": self.refused,
+            "timeouts": self.timeouts,
+        }
 
     def bind(self) -> None:
         """Take the listening socket now; OSError naming the address if it cannot."""

@@ -1,6 +1,6 @@
 """The running node as the control socket, the CLI and the metrics see it (NodeControl)."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from carp.carpif import CarpInterface
 from carp.constants import State
@@ -15,8 +15,6 @@ from vswitch.status import (
     CarpNodeStatus,
     NodeStatus,
     PeerStatus,
-    PortStatus,
-    SwitchStatus,
 )
 
 
@@ -34,6 +32,12 @@ class NodeController:
         self.bus = bus
         self.hooks = hooks
         self._load = reload
+        # side channel -> its counters (run.py registers the log sink, control socket, metrics)
+        self.channels: dict[str, Callable[[], Mapping[str, int]]] = {
+            "events": lambda: {"dropped": bus.dropped, "listener_errors": bus.listener_errors},
+        }
+        if hooks is not None:
+            self.channels["hooks"] = lambda: hooks.failures_by_reason
 
     @property
     def _host(self) -> CarpHost:
@@ -55,7 +59,7 @@ class NodeController:
                 "log": host.sysctls.log,
             },
             "groups": dict(host.groups),
-            "switches": self._switches(),
+            "switches": node.dataplane.switch_status(),
             "carp": [self._carpif(sc, now) for sc in host.carpifs.values()],
             "carpstats": host.stats.as_dict(),
             "events": {
@@ -68,6 +72,10 @@ class NodeController:
                 "apply_errors": node.counters["apply_errors"],
             },
         }
+        if node.datapath is not None:
+            status["datapath"] = node.datapath.stats.as_dict()
+        status["ip_drops"] = host.stats.ip_drops.as_dict()
+        status["channels"] = self._channels()
         if self.hooks is not None:
             hooks = self.hooks.stats()
             status["hooks"] = {
@@ -79,30 +87,14 @@ class NodeController:
             }
         return status
 
-    def _switches(self) -> list[SwitchStatus]:
-        out: list[SwitchStatus] = []
-        for name, sw in self.node.dataplane.stats().items():
-            ports: list[PortStatus] = []
-            for pname, p in sw["ports"].items():
-                kind = p["kind"]
-                if pname in self.node.carp_taps:
-                    kind = "carp"
-                elif p["kernel"]:
-                    kind = "host"
-                ports.append(
-                    {
-                        "name": pname,
-                        "type": kind,
-                        "link": bool(p["link"]),
-                        "rx_packets": p["rx_packets"],
-                        "rx_bytes": p["rx_bytes"],
-                        "rx_drops": p["rx_dropped"] + p["rx_filtered"],
-                        "tx_packets": p["tx_packets"],
-                        "tx_bytes": p["tx_bytes"],
-                        "tx_drops": p["tx_dropped"],
-                    }
-                )
-            out.append({"name": name, "mode": sw["mode"], "mac_table": sw["macs"], "ports": ports})
+    def _channels(self) -> dict[str, dict[str, int]]:
+        """Each side channel's counters; one that fails to report is skipped, never raised."""
+        out: dict[str, dict[str, int]] = {}
+        for name, read in self.channels.items():
+            try:
+                out[name] = {key: int(value) for key, value in read().items()}
+            except Exception:
+                continue
         return out
 
     def _carpif(self, sc: CarpInterface, now: float) -> CarpIfStatus:

@@ -79,6 +79,14 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldS
     try:
         hooks = HookRunner(HookSpec.from_config(h) for h in config.hook)
         cleanup.push_async_callback(hooks.aclose)
+        cleanup.callback(hooks.kill_all)  # runs before aclose: no hook outlives the node
+        metrics = None
+        if config.node.metrics:
+            metrics = MetricsServer(config.node.metrics, lambda: controller.status())
+            cleanup.push_async_callback(metrics.close)
+            metrics.bind()  # a port already taken fails here, before anything is built
+        for warning in config.warnings():
+            sink.emit(4, f"vswitch: warning: {warning}")
         node = Node(
             config,
             dataplane=DataPlane(loop),
@@ -91,11 +99,11 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldS
         bus.add_listener(hooks.submit)
         node.listeners.append(bus.publish_actions)
         control = ControlServer(control_path(config), controller, bus)
-        metrics = None
-        if config.node.metrics:
-            metrics = MetricsServer(config.node.metrics, controller.status)
-            cleanup.push_async_callback(metrics.close)
         cleanup.push_async_callback(control.close)
+        controller.channels["log"] = lambda: {"dropped": sink.dropped}
+        controller.channels["control"] = control.stats
+        if metrics is not None:
+            controller.channels["metrics"] = metrics.stats
         cleanup.callback(node.close)
         node.start()
         _publish_links(node, bus)

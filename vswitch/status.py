@@ -22,6 +22,8 @@ class PortStatus(TypedDict):
     tx_packets: int
     tx_bytes: int
     tx_drops: int
+    forwarded: NotRequired[int]  # rx_packets minus the receive-side drops
+    drops: NotRequired[dict[str, int]]  # reason -> frames (vswitch/dataplane.py DROP_REASONS)
 
 
 class SwitchStatus(TypedDict):
@@ -29,6 +31,7 @@ class SwitchStatus(TypedDict):
     mode: str  # "learning" | "hub"
     mac_table: int  # learned MAC entries
     ports: list[PortStatus]
+    table_full: NotRequired[int]  # sources not learned because the table was full
 
 
 class PeerStatus(TypedDict):
@@ -99,6 +102,9 @@ class NodeStatus(TypedDict):
     events: NotRequired[EventsStatus]
     hooks: NotRequired[HooksStatus]
     counters: NotRequired[NodeCounters]
+    datapath: NotRequired[dict[str, int]]  # carp.datapath.DataPathStats: per-frame carp rules
+    ip_drops: NotRequired[dict[str, int]]  # carp.stats.IpDropStats: dropped before carp input
+    channels: NotRequired[dict[str, dict[str, int]]]  # side channels: log, control, metrics...
 
 
 def carpnodes(status: NodeStatus) -> Iterator[tuple[CarpIfStatus, CarpNodeStatus]]:

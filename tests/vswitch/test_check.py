@@ -137,3 +137,16 @@ def test_the_labs_node_files_are_valid_and_load_back(balancing: str) -> None:
         config = parse_config(data)
         assert config.node.control == f"/tmp/{spec.name}.sock"
         assert set(config.carp) == {"carp0", "carp1"}
+
+
+def test_warnings_go_to_stderr_and_keep_exit_0(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "open.toml"
+    path.write_text(
+        '[node]\nname = "gw-a"\n[switch.lan0]\nhost = ["192.0.2.2/24"]\n'
+        '[carp.carp0]\naddresses = ["192.0.2.1/24"]\nvhid = 1\n'
+    )
+    assert main(["check", "-c", str(path)]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("warning: carp.carp0.pass: empty, so any host on the segment")

@@ -182,6 +182,9 @@ def test_port_management() -> None:
     run(scenario)
 
 
+NO_DROPS = dict.fromkeys(DROP_REASONS, 0)
+
+
 def test_switch_status_follows_the_status_schema() -> None:
     async def scenario(dp: DataPlane) -> None:
         sw = dp.add_switch("lan0", offload=False)
@@ -209,6 +212,8 @@ def test_switch_status_follows_the_status_schema() -> None:
                         "tx_packets": 0,
                         "tx_bytes": 0,
                         "tx_drops": 0,
+                        "forwarded": 1,
+                        "drops": {**NO_DROPS, "malformed": 1},
                     },
                     {
                         "name": "p2",
@@ -220,8 +225,11 @@ def test_switch_status_follows_the_status_schema() -> None:
                         "tx_packets": 1,
                         "tx_bytes": len(eth(BCAST, A)),
                         "tx_drops": 0,
+                        "forwarded": 0,
+                        "drops": {**NO_DROPS, "filtered": 1},
                     },
                 ],
+                "table_full": 0,
             }
         ]
 
