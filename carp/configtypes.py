@@ -184,9 +184,11 @@ def _carppeer(value: Any) -> IPv4Address | None:
         )
     if address == IPv4Address(0):
         return None  # 0 means the group (§9.1)
-    if address.is_multicast or address == IPv4Address("255.255.255.255") or address.is_loopback:
+    # a multicast group is allowed (carp joins it, ip_carp.c carp_join_multicast); a broadcast
+    # or loopback address never reaches one peer
+    if address == IPv4Address("255.255.255.255") or address.is_loopback:
         raise problem(
-            f"{text} is not a unicast address; carppeer names one peer",
+            f"{text} is not a peer's address",
             "remove carppeer to advertise to 224.0.0.18, or give the peer's unicast address",
         )
     return address

@@ -281,6 +281,7 @@ class CarpHost:
         local: set[IPAddress] = set()
         if dev is not None:
             local.update(a for a in (dev.ipv4, dev.ipv6) if a is not None)
+            local.update(dev.local)
         peers = {sc.peer for sc in self._by_dev.get(carpdev, []) if sc.peer_is_multicast}
         return Receiver(frozenset(local), CARP_GROUPS | peers)
 

@@ -56,4 +56,6 @@ class CarpDev:
     mac: bytes  # the node's own MAC on that segment (its host port's MAC)
     ipv4: IPv4Address | None = None  # first IPv4 address of the host port: advert source
     ipv6: IPv6Address | None = None  # its link-local: IPv6 advert source
+    # every address of the host port: a peer's unicast advertisement may be sent to any of them
+    local: frozenset[IPv4Address | IPv6Address] = frozenset()
     extra: dict[str, str] = field(default_factory=dict)

@@ -227,7 +227,8 @@ class Node:
             ipv6 = link_local(own_mac)
         for index, port in enumerate(sw.ports):
             self._attach_port(name, index, port)
-        self.carpdevs[name] = CarpDev(name, own_mac, ipv4, ipv6)
+        local = frozenset(a.ip for a in sw.host)
+        self.carpdevs[name] = CarpDev(name, own_mac, ipv4, ipv6, local=local)
 
     def _open_host_port(self, name: str, sw: SwitchConfig, mac: bytes, vnet_hdr: int) -> None:
         try:

@@ -2,6 +2,7 @@
 extension headers, and how CarpHost and the data path count and route those packets."""
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
@@ -499,3 +500,12 @@ def test_datapath_still_delivers_other_ipv6_behind_a_hop_by_hop_header() -> None
     actions = dp.input(3.5, "lan0", "p1", frame)
     assert [type(a).__name__ for a in actions] == ["Deliver"]
     assert h.stats.ipackets6 == 0
+
+
+def test_receive_unicast_carppeer_to_any_address_of_the_host_port() -> None:
+    h = host(carppeer=IPv4Address("192.0.2.2"))
+    dev = h.carpdevs["lan0"]
+    h.carpdevs["lan0"] = replace(dev, local=frozenset({IPv4Address("198.51.100.7")}))
+    actions = h.receive(1.0, "lan0", advert(dst="198.51.100.7", demote=1))
+    assert [a.new for a in actions if isinstance(a, StateChanged)] == [State.MASTER]
+    assert h.stats.ip_drops.notours == 0

@@ -65,8 +65,8 @@ def test_a_virtual_address_inside_a_host_subnet_passes() -> None:
 @pytest.mark.parametrize(
     ("peer", "message"),
     [
-        ("255.255.255.255", "255.255.255.255 is not a unicast address"),
-        ("224.0.0.18", "224.0.0.18 is not a unicast address"),
+        ("255.255.255.255", "255.255.255.255 is not a peer's address"),
+        ("127.0.0.1", "127.0.0.1 is not a peer's address"),
         ("192.0.2.255", "192.0.2.255 is the broadcast address of 192.0.2.0/24"),
     ],
 )
@@ -133,3 +133,8 @@ def test_validation_stays_linear() -> None:
     assert {c.carpdev for c in config.carp.values()} == {"s0", "s1", "s2", "s3"}
     # a guard against quadratic blow-up, not a benchmark: 1000 quadratic steps would take minutes
     assert spent < 5.0
+
+
+def test_a_multicast_carppeer_is_a_group_carp_joins() -> None:
+    config = loads_config(carp('"192.0.2.1/24"', 'carppeer = "239.1.1.1"\n'))
+    assert str(config.carp["carp0"].carppeer) == "239.1.1.1"
