@@ -8,6 +8,11 @@ not pay for the daemon (pydantic, pyroute2, asyncio, dpkt). The summaries shown 
 import argparse
 import importlib
 import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+DISTRIBUTION = "vswitch-carp"
 
 # subcommand -> (module implementing `configure(parser)` and `run(args) -> int`, its summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -49,7 +54,53 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vswitch.ctl.reload",
         "Make a running node re-read its configuration; a bad file is refused with every error.",
     ),
+    "completion": (
+        "vswitch.ctl.complete",
+        "Print a bash or zsh completion script for vswitch, generated from its argument parser.",
+    ),
 }
+
+
+def version() -> str:
+    """The installed distribution's version; from a source tree that is not installed, the
+    version in its pyproject.toml."""
+    # imported here: importlib.metadata alone costs ~10 ms, and only --version needs it
+    from importlib import metadata
+
+    try:
+        return metadata.version(DISTRIBUTION)
+    except metadata.PackageNotFoundError:
+        pass
+    import tomllib
+
+    try:
+        with open(Path(__file__).resolve().parents[1] / "pyproject.toml", "rb") as f:
+            found = tomllib.load(f).get("project", {}).get("version")
+    except (OSError, tomllib.TOMLDecodeError):
+        found = None
+    return found if isinstance(found, str) else "unknown (neither installed nor in a source tree)"
+
+
+class VersionAction(argparse.Action):
+    """--version, looked up only when asked for (argparse's own takes the string up front)."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("help", "print the version and exit")
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    @property
+    def version(self) -> str:
+        return version()
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: str | Sequence[Any] | None,
+        option_string: str | None = None,
+    ) -> None:
+        print(f"{parser.prog} {self.version}")
+        parser.exit()
 
 
 def _chosen(argv: list[str]) -> str | None:
@@ -66,6 +117,7 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         prog="vswitch",
         description="Userspace virtual switch and gateway with OpenBSD's CARP in its data path.",
     )
+    parser.add_argument("--version", action=VersionAction, dest=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     chosen = _chosen(argv) if argv is not None else None
     for name, (module_name, summary) in COMMANDS.items():
@@ -73,7 +125,8 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if argv is None or name == chosen:
             module = importlib.import_module(module_name)
             module.configure(sub_parser)
-            sub_parser.set_defaults(_run=module.run)
+            # _parser: the whole tree, for a command that describes the CLI itself (completion)
+            sub_parser.set_defaults(_run=module.run, _parser=lambda: build_parser(None))
     return parser
 
 

@@ -20,6 +20,7 @@ from typing import Any
 
 import uvloop
 
+from carp.actions import StateChanged
 from vswitch.config import ConfigError, NodeConfig, load_config
 from vswitch.control import ControlServer, ControlSocketError
 from vswitch.dataplane import DataPlane
@@ -30,6 +31,7 @@ from vswitch.metrics import MetricsServer
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
 from vswitch.paths import default_socket
+from vswitch.sdnotify import Notifier, status_text
 from vswitch.system import LinuxSystem, LoopClock
 
 log = logging.getLogger("vswitch.run")
@@ -72,7 +74,9 @@ def control_path(config: NodeConfig) -> str:
     return config.node.control or default_socket(config.node.name)
 
 
-async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldSignals) -> int:
+async def serve(
+    config: NodeConfig, path: str | None, sink: LogSink, held: HeldSignals, notifier: Notifier
+) -> int:
     loop = asyncio.get_running_loop()
     # closed in the reverse order: signals, node, control socket, metrics, hooks
     cleanup = contextlib.AsyncExitStack()
@@ -98,6 +102,7 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldS
         controller = NodeController(node, bus, hooks, (lambda: load_config(path)) if path else None)
         bus.add_listener(hooks.submit)
         node.listeners.append(bus.publish_actions)
+        node.listeners.append(functools.partial(_tell_systemd, notifier, controller))
         control = ControlServer(control_path(config), controller, bus)
         cleanup.push_async_callback(control.close)
         controller.channels["log"] = lambda: {"dropped": sink.dropped}
@@ -112,18 +117,22 @@ async def serve(config: NodeConfig, path: str | None, sink: LogSink, held: HeldS
         if metrics is not None:
             await metrics.start()
         stop = asyncio.Event()
-        reload = functools.partial(_reload, controller, sink)
+        reload = functools.partial(_reload, controller, sink, notifier)
         cleanup.callback(_hold_again, loop, held)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
         sink.emit(6, f"vswitch: node {node.name} running (control {control.path})")
+        notifier.status(status_text(controller.status()))
+        notifier.ready()
+        cleanup.callback(notifier.start_watchdog(loop))
         for early in held.take():  # what came during start-up
             if early == signal.SIGHUP:
                 reload()
             else:
                 stop.set()
         await stop.wait()
+        notifier.stopping()
         node.bow_out()
         return 0
     finally:
@@ -152,7 +161,14 @@ def _publish_links(node: Node, bus: EventBus) -> None:
     node.dataplane.on_link = on_link
 
 
-def _reload(controller: NodeController, sink: LogSink) -> None:
+def _tell_systemd(notifier: Notifier, controller: NodeController, now: float, actions: Any) -> None:
+    """STATUS= follows the carp states (`systemctl status` shows them)."""
+    if any(isinstance(action, StateChanged) for action in actions):
+        notifier.status(status_text(controller.status()))
+
+
+def _reload(controller: NodeController, sink: LogSink, notifier: Notifier) -> None:
+    notifier.reloading()
     try:
         changes = controller.reload()
     except ConfigError as exc:
@@ -162,12 +178,16 @@ def _reload(controller: NodeController, sink: LogSink) -> None:
     except Exception as exc:
         sink.emit(3, f"vswitch: reload failed: {type(exc).__name__}: {exc}")
         return
+    finally:
+        notifier.status(status_text(controller.status()))
+        notifier.ready()
     sink.emit(5, f"vswitch: reloaded ({'; '.join(changes) or 'no change'})")
 
 
 def run(args: argparse.Namespace) -> int:
     held = HeldSignals()
     held.hold()
+    notifier = Notifier.from_env(unset=True)  # hooks must not inherit NOTIFY_SOCKET
     try:
         try:
             config = load_config(args.config)
@@ -177,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
         sink = open_sink(config.node.log, config.node.name)
         install(sink)
         try:
-            return uvloop.run(serve(config, args.config, sink, held))
+            return uvloop.run(serve(config, args.config, sink, held, notifier))
         except ConfigError as exc:  # the system refused the configuration (a missing interface)
             for line in exc.errors:
                 print(f"vswitch: {config.node.name}: {line}", file=sys.stderr)

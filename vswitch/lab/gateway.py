@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -186,11 +186,13 @@ class GatewayLab:
 
     # -- nodes ---------------------------------------------------------------------------------
 
-    def start(self, gw: Gateway, wait: float = 10.0) -> None:
-        """Start the node and wait until its control socket answers."""
+    def start(self, gw: Gateway, wait: float = 10.0, env: Mapping[str, str] | None = None) -> None:
+        """Start the node (with `env` added to its environment) and wait until its control
+        socket answers."""
         gw.log_path = os.path.join(self.dir, f"{gw.name}.log")
         argv = [sys.executable, "-m", "vswitch", "run", "-c", gw.config_path]
-        gw.proc = self.lab.spawn(gw.netns, argv, log=gw.log_path)
+        extra = {"env": {**os.environ, **env}} if env else {}
+        gw.proc = self.lab.spawn(gw.netns, argv, log=gw.log_path, **extra)
         self.wait_for(lambda: self.request(gw, {"cmd": "status"}) is not None, wait, gw)
 
     def kill(self, gw: Gateway) -> None:
