@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextlib
 import functools
+import gc
 import logging
 import signal
 import sys
@@ -126,6 +127,10 @@ async def serve(
         notifier.status(status_text(controller.status()))
         notifier.ready()
         cleanup.callback(notifier.start_watchdog(loop))
+        # what start-up built lives as long as the node: out of the collector's sight, so a
+        # collection pause (which delays advertisements) walks only what is new
+        gc.collect()
+        gc.freeze()
         for early in held.take():  # what came during start-up
             if early == signal.SIGHUP:
                 reload()
