@@ -8,10 +8,10 @@ filters Log actions by the `log` sysctl (§8.3). Everything is sans-IO: each ent
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import ClassVar
+from typing import ClassVar, NamedTuple
 
 from carp.actions import Action, DemoteChanged, Log, Reason, Transmit, TxKind
-from carp.carpif import DEMOTE_MAX, CarpInterface
+from carp.carpif import DEMOTE_MAX, CarpInterface, CarpNode
 from carp.constants import (
     CARP_VERSION,
     LOG_ERR,
@@ -27,6 +27,11 @@ from carp.wire import CARP_GROUPS, IPAddress, Parsed, Receiver, Verdict, parse_i
 SUPPRESSED_ADVSKEW = 240  # design.md decision 5 (carp(4) <= 4.7, ip_carp.c rev 1.94)
 SYSCTL_PREFIX = "net.inet.carp."
 ADMIN_DEMOTE_RANGE = range(0, DEMOTE_MAX + 1)  # if_setgroupattribs keeps a group in 0..255
+
+
+class _Route(NamedTuple):
+    receiver: Receiver  # what ip_input takes as its own on the carpdev
+    vhids: dict[tuple[bool | None, int], tuple[CarpInterface, CarpNode]]  # (peer kind, vhid)
 
 
 class CarpHost:
@@ -58,6 +63,7 @@ class CarpHost:
             for group in sc.groups:
                 self.groups.setdefault(group, 0)
         self._by_dev: dict[str, list[CarpInterface]] = {}
+        self._routes: dict[str, _Route] = {}  # carpdev -> receive lookups; cleared on change
         for sc in sorted(self.carpifs.values(), key=lambda c: c.leader.vhid):
             used = {v.vhid for other in self._by_dev.get(sc.carpdev, []) for v in other.vhes}
             if clash := used & {v.vhid for v in sc.vhes}:
@@ -221,6 +227,7 @@ class CarpHost:
             if clash := used & {v.vhid for v in new.vhes}:
                 raise ValueError(f"{name}: vhid {min(clash)} already used on {params.carpdev}")
         actions: list[Action] = []
+        self._routes.clear()
         if old is not None:
             actions += old.all_init(now, Reason.RECONFIG)
             if old.demote_cnt:
@@ -246,6 +253,7 @@ class CarpHost:
         """An ifconfig option or reload that only changes advbase, advskews, pass or carppeer
         (`carpif.keeps_state`): applied in place, every carpnode keeps its state and cookie
         (§4.9, SIOCSVH). ValueError for any other change; use `replace_carpif` for those."""
+        self._routes.clear()  # carppeer may change the peer kind
         return self._filter(self._carpif(name).reconfigure(now, params))
 
     def shutdown(self, now: float) -> list[Action]:
@@ -274,6 +282,20 @@ class CarpHost:
         self.stats.count(counter)
         return [log] if log is not None else []
 
+    def _route(self, carpdev: str) -> _Route:
+        """What a packet on `carpdev` is checked against, built once per configuration (the
+        receive path must not walk every carp interface: 255 vhids, 255 packets a second)."""
+        route = self._routes.get(carpdev)
+        if route is None:
+            ifs = self._by_dev.get(carpdev, [])
+            table: dict[tuple[bool | None, int], tuple[CarpInterface, CarpNode]] = {}
+            for sc in ifs:  # sorted by leader vhid: the first with the vhid takes it (§1.6)
+                for vhe in sc.vhes:
+                    table.setdefault((None, vhe.vhid), (sc, vhe))  # IPv6: any peer kind
+                    table.setdefault((sc.peer_is_multicast, vhe.vhid), (sc, vhe))
+            route = self._routes[carpdev] = _Route(self._receiver(carpdev), table)
+        return route
+
     def _receiver(self, carpdev: str) -> Receiver:
         """What ip_input on `carpdev` takes as its own: the carpdev's addresses, the CARP groups
         and the multicast carppeers its carp interfaces joined (carp_join_multicast)."""
@@ -286,7 +308,8 @@ class CarpHost:
         return Receiver(frozenset(local), CARP_GROUPS | peers)
 
     def _receive(self, now: float, carpdev: str, packet: bytes) -> list[Action]:
-        parsed = parse_ip(packet, self._receiver(carpdev))
+        route = self._route(carpdev)
+        parsed = parse_ip(packet, route.receiver)
         if not parsed.carp:
             return []  # not protocol 112: the kernel would never have handed it to carp
         if parsed.ip_drop is not None:
@@ -307,14 +330,10 @@ class CarpHost:
         assert header is not None  # ACCEPT always carries the header
         # §1.6 common step 1: the first interface on this carpdev (sorted by leader vhid)
         # whose peer kind matches and that has the vhid
-        for sc in ifs:
-            if parsed.af != AF_INET6 and sc.peer_is_multicast != parsed.ismulti:
-                continue
-            vhe = sc.vhe(header.vhid)
-            if vhe is not None:
-                break
-        else:
+        found = route.vhids.get((None if parsed.af == AF_INET6 else parsed.ismulti, header.vhid))
+        if found is None:
             return self._reject("badvhid")
+        sc, vhe = found
         if not sc.is_running:
             return self._reject("badvhid")
         if header.version != CARP_VERSION:

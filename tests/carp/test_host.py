@@ -186,6 +186,21 @@ def test_unicast_and_multicast_peers_do_not_mix() -> None:
     assert other.stats.badvhid == 1
 
 
+def test_the_receive_lookup_follows_reconfiguration() -> None:
+    """The per-carpdev lookup is built once; every change of the carp interfaces renews it."""
+    host = started()
+    host.receive(1.0, "lan0", advert(demote=5))  # builds the lookup: multicast carp0 has vhid 1
+    peer = IPv4Address("192.0.2.2")
+    host.update_carpif(2.0, "carp0", ifparams(carppeer=peer, passphrase=b"secret"))
+    host.receive(3.0, "lan0", advert(demote=5))  # now a unicast carp: the group is not for it
+    assert host.stats.badvhid == 1
+    host.replace_carpif(4.0, "carp0", ifparams(nodes="7:0", passphrase=b"secret"))
+    host.receive(5.0, "lan0", advert(demote=5))  # vhid 1 is gone
+    assert host.stats.badvhid == 2
+    actions = host.receive(6.0, "lan0", advert(vhid=7, demote=5))
+    assert states(actions) == [(State.BACKUP, State.MASTER, Reason.PEER_DEMOTED)]
+
+
 def test_lookup_walks_interfaces_on_the_carpdev() -> None:
     host = started(
         carpifs=[
