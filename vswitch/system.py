@@ -1,26 +1,51 @@
 """What the node asks of the system, behind two small seams so the node runs in unit tests.
 
-`System`: the kernel calls of node.py (sysctls, opening TAPs and raw ports, addresses, link
-up/down, carrier); `LinuxSystem` does them with vswitch/netlink.py, tap.py and raw.py, in the
-process's own network namespace. `Clock`: the core's `now` (monotonic seconds) and one-shot
-timers at such a time; `LoopClock` puts them on the event loop. Tests pass fakes of both.
+`System`: the kernel calls of the node (sysctls, opening switch ports and the node's own TAPs,
+addresses, link up/down, carrier); `LinuxSystem` does them with vswitch/netlink.py, tap.py and
+raw.py, in the process's own network namespace. `Clock`: the core's `now` (monotonic seconds) and
+one-shot timers at such a time; `LoopClock` puts them on the event loop. Tests pass fakes of both.
+
+Switch ports are opened through one table, `PORT_OPENERS` (model class -> `PortType`), so that a
+new port type is a model in vswitch/config.py (`PORT_TYPES`), a `DevicePort` subclass, and one
+entry here.
 """
 
 import asyncio
 import time
 from collections.abc import Callable
-from typing import Protocol
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeVar
 
+from carp.config import Model
 from vswitch import netlink
+from vswitch.config import RawPortConfig, TapPortConfig
 from vswitch.port import DevicePort
 from vswitch.raw import RawPort
 from vswitch.tap import TapPort
+
+M = TypeVar("M", bound=Model)
 
 
 def if_sysctl(af: str, ifname: str, key: str) -> str:
     """The sysctl of one interface, e.g. net/ipv4/conf/eth0.100/arp_ignore (slashes: interface
     names may contain dots)."""
     return f"net/{af}/conf/{ifname}/{key}"
+
+
+def parse_mac(text: str) -> bytes:
+    """A MAC of the config ("02:00:00:00:00:01") as its 6 bytes."""
+    return bytes.fromhex(text.replace(":", ""))
+
+
+class PortRefused(Exception):
+    """A port type's pre-check failed before anything was opened: `key` is the field of the
+    port's model at fault, `fix` what to do about it."""
+
+    def __init__(self, key: str, message: str, fix: str) -> None:
+        super().__init__(f"{key}: {message} ({fix})")
+        self.key = key
+        self.message = message
+        self.fix = fix
 
 
 class System(Protocol):
@@ -30,20 +55,15 @@ class System(Protocol):
 
     def interface_exists(self, ifname: str) -> bool: ...
 
-    def open_tap(
-        self,
-        ifname: str,
-        *,
-        vnet_hdr: int,
-        mac: bytes | None = None,
-        netns: str | None = None,
-        up: bool = True,
-    ) -> DevicePort:
-        """A new TAP (never an existing one), moved to `netns` if given."""
+    def open_port(self, port: Model, *, vnet_hdr: int) -> DevicePort:
+        """The device of a switch port (a model of vswitch/config.py PORT_TYPES), opened through
+        its `PORT_OPENERS` entry: PortRefused from the type's pre-check, OSError when the kernel
+        refuses."""
         ...
 
-    def open_raw(self, ifname: str, *, vnet_hdr: int) -> DevicePort:
-        """An AF_PACKET port on the existing interface `ifname`."""
+    def open_tap(self, ifname: str, *, vnet_hdr: int, mac: bytes) -> DevicePort:
+        """One of the node's own kernel TAPs (a host port, a carp TAP): new (never an existing
+        one), in the node's namespace, administratively down."""
         ...
 
     def add_address(self, ifname: str, cidr: str, *, noprefixroute: bool = False) -> None:
@@ -55,6 +75,87 @@ class System(Protocol):
     def set_carrier(self, dev: DevicePort, up: bool) -> None:
         """The carrier of a TAP opened by `open_tap` (a carp TAP's link, §4.11)."""
         ...
+
+
+# -- the port types ---------------------------------------------------------------------------
+
+
+def no_check(port: Any, system: System) -> None:
+    """A port type with nothing to check before it is opened."""
+
+
+def no_interface(port: Any) -> str | None:
+    """A port type whose device is no kernel interface (a socket of the node's own)."""
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class PortType(Generic[M]):
+    """How the daemon opens one port type: an entry of `PORT_OPENERS`.
+
+    `check(port, system)` runs first and names what can be named before anything is opened:
+    it raises PortRefused with the model's field and the fix (the node reports it as
+    `switch.S.ports[i].<field>: message (fix)`); it may ask `system` (interface_exists), so the
+    unit tests' fake System runs the same checks through `check_port`. `open(port, vnet_hdr)`
+    then returns the configured device or raises OSError (`vnet_hdr`: 0, or the switch's
+    virtio-net header length when it uses offload; a device that cannot carry it raises).
+    `interface(port)` names the kernel interface the device is made as or attached to (None:
+    it is none). The node does the rest for every type alike (vswitch/build.py): while the
+    device stays in the node's namespace that interface gets the switch-port sysctls, put back
+    when it existed before the node; the device is attached to the switch under the port's
+    name; and a reload that gives the name or the interface to a new port takes the old port
+    off first (vswitch/reconfig.py).
+
+    A new type, e.g. vxlan: `VxlanPortConfig` in config.py's PORT_TYPES, a `VxlanPort(DevicePort)`
+    and `VxlanPortConfig: PortType(open_vxlan_port, check=...)` in PORT_OPENERS."""
+
+    open: Callable[[M, int], DevicePort]
+    check: Callable[[M, System], None] = no_check
+    interface: Callable[[M], str | None] = no_interface
+
+
+def tap_ifname(port: TapPortConfig) -> str:
+    return port.ifname or port.name
+
+
+def open_tap_port(port: TapPortConfig, vnet_hdr: int) -> DevicePort:
+    mac = parse_mac(port.mac) if port.mac else None
+    return TapPort(tap_ifname(port), vnet_hdr=vnet_hdr, mac=mac, netns=port.netns)
+
+
+def require_interface(port: RawPortConfig, system: System) -> None:
+    if not system.interface_exists(port.ifname):
+        missing = f"no interface {port.ifname} in the node's network namespace"
+        raise PortRefused("ifname", missing, "create it first, or fix ifname")
+
+
+def raw_ifname(port: RawPortConfig) -> str:
+    return port.ifname
+
+
+def open_raw_port(port: RawPortConfig, vnet_hdr: int) -> DevicePort:
+    return RawPort(port.ifname, vnet_hdr=vnet_hdr)
+
+
+# One entry per model of vswitch/config.py PORT_TYPES: model class -> how to open its device.
+# A new port type: its model in config.py, its DevicePort subclass, its line here.
+PORT_OPENERS: dict[type[Model], PortType[Any]] = {
+    TapPortConfig: PortType(open_tap_port, interface=tap_ifname),
+    RawPortConfig: PortType(open_raw_port, check=require_interface, interface=raw_ifname),
+}
+
+
+def port_type(port: Model) -> PortType[Any]:
+    """The `PORT_OPENERS` entry of a port model; TypeError for a model without one."""
+    entry = PORT_OPENERS.get(type(port))
+    if entry is None:
+        raise TypeError(f"no opener for port model {type(port).__name__} (add it to PORT_OPENERS)")
+    return entry
+
+
+def check_port(port: Model, system: System) -> None:
+    """Run the pre-check of the port's type against `system` (PortRefused)."""
+    port_type(port).check(port, system)
 
 
 class LinuxSystem:
@@ -69,19 +170,13 @@ class LinuxSystem:
     def interface_exists(self, ifname: str) -> bool:
         return netlink.link_index(ifname) is not None
 
-    def open_tap(
-        self,
-        ifname: str,
-        *,
-        vnet_hdr: int,
-        mac: bytes | None = None,
-        netns: str | None = None,
-        up: bool = True,
-    ) -> DevicePort:
-        return TapPort(ifname, vnet_hdr=vnet_hdr, mac=mac, netns=netns, up=up)
+    def open_port(self, port: Model, *, vnet_hdr: int) -> DevicePort:
+        entry = port_type(port)
+        entry.check(port, self)
+        return entry.open(port, vnet_hdr)
 
-    def open_raw(self, ifname: str, *, vnet_hdr: int) -> DevicePort:
-        return RawPort(ifname, vnet_hdr=vnet_hdr)
+    def open_tap(self, ifname: str, *, vnet_hdr: int, mac: bytes) -> DevicePort:
+        return TapPort(ifname, vnet_hdr=vnet_hdr, mac=mac, up=False)
 
     def add_address(self, ifname: str, cidr: str, *, noprefixroute: bool = False) -> None:
         netlink.add_address(ifname, cidr, nodad=True, noprefixroute=noprefixroute)

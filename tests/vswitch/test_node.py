@@ -20,24 +20,41 @@ from typing import Any
 
 import pytest
 
+import vswitch.system
 from carp import l2
 from carp.actions import Action, DemoteChanged, StateChanged
 from carp.balance import vhe_mac
 from carp.carpif import SENDAD_FACTOR
 from carp.constants import Balancing, State
 from carp.ifconfig import parse_change
-from vswitch.config import ConfigError, NodeConfig, parse_config
+from vswitch.build import SWITCH_PORT_SYSCTLS
+from vswitch.config import (
+    PORT_TYPES,
+    ConfigError,
+    NodeConfig,
+    RawPortConfig,
+    TapPortConfig,
+    parse_config,
+)
 from vswitch.control import Dispatcher
 from vswitch.dataplane import DataPlane
 from vswitch.events import EventBus
 from vswitch.logsink import LogSink
 from vswitch.neigh import NeighbourCache
 from vswitch.netlink import LinkState
-from vswitch.node import SWITCH_PORT_SYSCTLS, Node
+from vswitch.node import Node
 from vswitch.nodectl import NodeController
 from vswitch.port import DevicePort
 from vswitch.run import HeldSignals
-from vswitch.system import if_sysctl
+from vswitch.system import (
+    PORT_OPENERS,
+    LinuxSystem,
+    PortRefused,
+    PortType,
+    check_port,
+    if_sysctl,
+    parse_mac,
+)
 
 Run = Callable[[Coroutine[Any, Any, None]], None]
 
@@ -149,15 +166,7 @@ class FakeSystem:
             self.devices[ifname] = dev
         return dev
 
-    def open_tap(
-        self,
-        ifname: str,
-        *,
-        vnet_hdr: int,
-        mac: bytes | None = None,
-        netns: str | None = None,
-        up: bool = True,
-    ) -> DevicePort:
+    def _tap(self, ifname: str, mac: bytes | None, netns: str | None, up: bool) -> FakeDevice:
         if netns is None and ifname in self.interfaces:
             raise OSError(errno.EBUSY, "Device or resource busy")
         dev = self._open("tap", ifname, netns, up)
@@ -166,10 +175,18 @@ class FakeSystem:
             self.interfaces.add(ifname)
         return dev
 
-    def open_raw(self, ifname: str, *, vnet_hdr: int) -> DevicePort:
-        if ifname not in self.interfaces:
+    def open_port(self, port: Any, *, vnet_hdr: int) -> DevicePort:
+        check_port(port, self)  # the real per-type pre-checks, on this namespace
+        if isinstance(port, TapPortConfig):
+            mac = parse_mac(port.mac) if port.mac else None
+            return self._tap(port.ifname or port.name, mac, port.netns, True)
+        assert isinstance(port, RawPortConfig), port
+        if port.ifname not in self.interfaces:
             raise OSError(errno.ENODEV, "No such device")
-        return self._open("raw", ifname, None, True)
+        return self._open("raw", port.ifname, None, True)
+
+    def open_tap(self, ifname: str, *, vnet_hdr: int, mac: bytes) -> DevicePort:
+        return self._tap(ifname, mac, None, False)
 
     def add_address(self, ifname: str, cidr: str, *, noprefixroute: bool = False) -> None:
         assert ifname in self.interfaces, ifname
@@ -721,6 +738,47 @@ def test_a_start_that_fails_undoes_everything(run: Run) -> None:
         assert system.interfaces == {"up0"}
 
     run(main())
+
+
+# -- the port types -------------------------------------------------------------------------------
+
+
+def test_every_port_model_has_one_opener_and_every_opener_a_model() -> None:
+    models = set(PORT_TYPES.values())
+    without = sorted(m.__name__ for m in models - set(PORT_OPENERS))
+    assert not without, f"no entry in vswitch.system.PORT_OPENERS for {without}"
+    assert set(PORT_OPENERS) <= models  # an opener no config can reach
+
+
+def test_linux_system_opens_a_port_through_its_type_entry(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake = FakeSystem()
+    calls: list[tuple[str, object, object]] = []
+
+    def check(port: TapPortConfig, system: object) -> None:
+        calls.append(("check", port.name, system))
+
+    def open_(port: TapPortConfig, vnet_hdr: int) -> DevicePort:
+        calls.append(("open", port.name, vnet_hdr))
+        return fake._open("tap", port.name, None, True)
+
+    monkeypatch.setattr(vswitch.system, "PORT_OPENERS", {TapPortConfig: PortType(open_, check)})
+    system = LinuxSystem()
+    dev = system.open_port(TapPortConfig(name="vm7", type="tap"), vnet_hdr=10)
+    assert calls == [("check", "vm7", system), ("open", "vm7", 10)]
+    assert dev is fake.devices["vm7"]
+    dev.close()
+    calls.clear()
+
+    def refuse(port: TapPortConfig, system: object) -> None:
+        raise PortRefused("mac", "taken", "pick another")
+
+    monkeypatch.setattr(vswitch.system, "PORT_OPENERS", {TapPortConfig: PortType(open_, refuse)})
+    with pytest.raises(PortRefused, match=r"^mac: taken \(pick another\)$"):
+        system.open_port(TapPortConfig(name="vm8", type="tap"), vnet_hdr=0)
+    assert calls == []  # refused before anything was opened
+    monkeypatch.setattr(vswitch.system, "PORT_OPENERS", {})
+    with pytest.raises(TypeError, match="no opener for port model TapPortConfig"):
+        system.open_port(TapPortConfig(name="vm9", type="tap"), vnet_hdr=0)
 
 
 # -- run.py: signals before the node serves --------------------------------------------------------
