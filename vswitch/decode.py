@@ -73,6 +73,7 @@ PCAP_MAGICS = frozenset(
 PCAPNG_MAGIC = b"\x0a\x0d\x0d\x0a"
 
 HMAC_OK, HMAC_BAD, HMAC_UNCHECKED = "ok", "bad", "unchecked"
+DECODE_FORMAT = 1  # "format" of a --json line: raised when a key changes meaning or goes away
 CARP_GROUP_NAMES = frozenset(str(group) for group in CARP_GROUPS)
 
 # why the IP layer drops a packet, with the OpenBSD counter it would bump
@@ -161,6 +162,7 @@ class Report:
     def as_json(self) -> dict[str, Any]:
         h = self.header
         out: dict[str, Any] = {
+            "format": DECODE_FORMAT,  # "version" is the header's
             "index": self.index,
             "time": self.time,
             "kind": self.kind,

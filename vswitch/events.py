@@ -5,6 +5,9 @@ Everything runs on the node's event loop, so publishing is synchronous and order
 dropped and counted, so a slow reader never holds the node back. Listeners (the hook runner) are
 plain callbacks and must not block; one that raises is logged and counted (`listener_errors`),
 never raised into the node that published.
+
+Every event's JSON carries `"format": EVENT_FORMAT`, the layout's version: raised when a key
+changes meaning or goes away, not when one is added.
 """
 
 import asyncio
@@ -22,6 +25,8 @@ from carp.actions import Action, CarrierChanged, DemoteChanged, StateChanged
 from vswitch.status import NodeStatus, carpnodes
 
 log = logging.getLogger("vswitch.events")
+
+EVENT_FORMAT = 1
 
 
 class EventType(StrEnum):
@@ -54,7 +59,7 @@ class Event:
     up: bool | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        return {"format": EVENT_FORMAT} | {k: v for k, v in asdict(self).items() if v is not None}
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), separators=(",", ":"))

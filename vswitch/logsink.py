@@ -4,6 +4,10 @@ The core already filters its `Log` actions by the `log` sysctl (section 8.3); a 
 them, at their syslog priority. `SinkHandler` sends the node's own Python logging (hooks,
 control socket) to the same place, so an operator reads one stream.
 
+Under systemd, when stderr is the journal's stream (JOURNAL_STREAM), stderr lines carry the
+priority as sd-daemon(3)'s `<N>` prefix instead of a timestamp: journald stamps each entry
+itself and keeps the priority, so `journalctl -p err` works.
+
 A sink never blocks and never raises: logging is a side channel and must not stop forwarding or
 advertising. A line that cannot be written now (a full pipe, a reader that went away, a full
 syslog queue) is dropped and counted in the sink's `dropped`, which status can report.
@@ -12,10 +16,11 @@ syslog queue) is dropped and counted in the sink's `dropped`, which status can r
 import errno
 import logging
 import os
+import re
 import select
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
 
@@ -29,6 +34,7 @@ CHUNK = select.PIPE_BUF
 # errors that mean "syslog is there but cannot take this datagram now": drop, do not reconnect
 SYSLOG_BUSY = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ENOBUFS, errno.ENOMEM})
 SYSLOG_TOO_BIG = frozenset({errno.EMSGSIZE})
+JOURNAL_STREAM = "JOURNAL_STREAM"  # systemd.exec(5): "DEV:INODE" of the stream to the journal
 
 
 class LogSink(Protocol):
@@ -63,11 +69,34 @@ def write_nonblocking(fd: int, data: bytes) -> int:
     return written
 
 
+def priority(level: int) -> int:
+    """A syslog priority 0..7 (LOG_EMERG..LOG_DEBUG); the `log` sysctl lets any int through."""
+    return max(0, min(level, 7))
+
+
+def journal_stream(fd: int = STDERR, environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether `fd` is the stream systemd connected to the journal. systemd sets JOURNAL_STREAM
+    to that stream's "DEV:INODE" in decimal (systemd.exec(5)); a process whose stderr was
+    redirected inherits the variable but not the stream, so the fd's own fstat must match."""
+    match = re.fullmatch(r"(\d+):(\d+)", environ.get(JOURNAL_STREAM, ""), re.ASCII)
+    if match is None:
+        return False
+    try:
+        st = os.fstat(fd)
+    except OSError:  # stderr closed: nothing to match
+        return False
+    return (st.st_dev, st.st_ino) == (int(match.group(1)), int(match.group(2)))
+
+
 class StderrSink:
-    """`2024-05-01T10:00:00.123+00:00 gw-a carp0: state transition: BACKUP -> MASTER`.
+    """`2024-05-01T10:00:00.123+00:00 gw-a carp0: state transition: BACKUP -> MASTER`, or, when
+    `journal`, `<2>gw-a carp0: state transition: BACKUP -> MASTER` (every line of a message
+    prefixed: journald makes each line an entry, and reads the prefix unless the unit says
+    SyslogLevelPrefix=no).
 
     Written to `stream` if given (tests, embedding), else straight to file descriptor `fd`
     without blocking; a line cut short is ended before the next one so lines never merge.
+    `journal` defaults to whether `fd` is systemd's journal stream (never for a `stream`).
     """
 
     def __init__(
@@ -76,18 +105,27 @@ class StderrSink:
         stream: TextIO | None = None,
         wall: Callable[[], float] = time.time,
         fd: int = STDERR,
+        journal: bool | None = None,
     ) -> None:
         self.node = node
         self.fd = fd
         self.dropped = 0
+        self.journal = journal if journal is not None else (stream is None and journal_stream(fd))
         self._stream = stream
         self._wall = wall
         self._partial = False  # the last line was cut short: start the next on a new line
 
+    def line(self, level: int, message: str) -> str:
+        if self.journal:
+            prefix = f"<{priority(level)}>"
+            body = message.replace("\n", "\n" + prefix)
+            return f"{prefix}{self.node} {body}\n"
+        stamp = datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")
+        return f"{stamp} {self.node} {message}\n"
+
     def emit(self, level: int, message: str) -> None:
         try:
-            stamp = datetime.fromtimestamp(self._wall(), UTC).isoformat(timespec="milliseconds")
-            line = f"{stamp} {self.node} {message}\n"
+            line = self.line(level, message)
             if self._stream is not None:
                 self._stream.write(line)
                 self._stream.flush()
@@ -155,9 +193,9 @@ class SyslogSink:
 
     def emit(self, level: int, message: str) -> None:
         try:
-            priority = self.facility * 8 + max(0, min(level, 7))
+            pri = self.facility * 8 + priority(level)
             stamp = time.strftime("%b %e %H:%M:%S")
-            text = f"<{priority}>{stamp} {self.ident}[{os.getpid()}]: {self.node} {message}"
+            text = f"<{pri}>{stamp} {self.ident}[{os.getpid()}]: {self.node} {message}"
             self._deliver(level, message, text.encode(errors="backslashreplace"))
         except Exception:
             self._dropped += 1

@@ -8,14 +8,17 @@ text rendered at most once per `cache` seconds whatever the scrape rate.
 """
 
 import asyncio
+import functools
 import logging
 import math
+import platform
 import re
 import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
+from vswitch.cli import version
 from vswitch.status import STATES, NodeStatus, carpnodes
 
 log = logging.getLogger("vswitch.metrics")
@@ -82,6 +85,12 @@ def exposition(families: Iterable[Family]) -> str:
     return "\n".join(lines) + "\n"
 
 
+@functools.cache
+def build() -> dict[str, str]:
+    """What this process runs: looked up once (importlib.metadata reads files)."""
+    return {"version": version(), "python": platform.python_version()}
+
+
 def families(status: NodeStatus) -> list[Family]:
     node = status["node"]
     fams: dict[str, Family] = {}
@@ -89,6 +98,9 @@ def families(status: NodeStatus) -> list[Family]:
     def fam(name: str, type_: str, help_: str) -> Family:
         return fams.setdefault(name, Family(name, type_, help_))
 
+    fam("vswitch_build_info", "gauge", "Always 1: the vswitch and Python versions running").add(
+        1, node=node, **build()
+    )
     fam("vswitch_uptime_seconds", "gauge", "Seconds since the node started").add(
         status["uptime"], node=node
     )

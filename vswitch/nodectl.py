@@ -11,6 +11,7 @@ from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
 from vswitch.node import Node
 from vswitch.status import (
+    STATUS_FORMAT,
     CarpIfStatus,
     CarpNodeStatus,
     NodeStatus,
@@ -51,6 +52,7 @@ class NodeController:
         host = self._host
         now = node.clock()
         status: NodeStatus = {
+            "format": STATUS_FORMAT,
             "node": node.name,
             "uptime": round(now - node.started_at, 3),
             "sysctl": {

@@ -3,13 +3,15 @@
 `NodeControl.status()` returns a `NodeStatus`: plain JSON-able dicts and lists, so the same value
 travels over the control socket unchanged. Keys marked NotRequired may be absent (a node without
 hooks has no "hooks" section); renderers must cope. States are carp(4) names ("INIT", "BACKUP",
-"MASTER"), reasons are `carp.actions.Reason` values.
+"MASTER"), reasons are `carp.actions.Reason` values. `format` is the layout's version
+(`STATUS_FORMAT`): raised when a key changes meaning or goes away, not when one is added.
 """
 
 from collections.abc import Iterator
 from typing import NotRequired, TypedDict
 
 STATES = ("INIT", "BACKUP", "MASTER")  # index = carp.constants.State value
+STATUS_FORMAT = 1
 
 
 class PortStatus(TypedDict):
@@ -24,6 +26,7 @@ class PortStatus(TypedDict):
     tx_drops: int
     forwarded: NotRequired[int]  # rx_packets minus the receive-side drops
     drops: NotRequired[dict[str, int]]  # reason -> frames (vswitch/dataplane.py DROP_REASONS)
+    refused: NotRequired[dict[str, int]]  # socket ports (stream, vde, vxlan): refusals by reason
 
 
 class SwitchStatus(TypedDict):
@@ -92,6 +95,7 @@ class NodeCounters(TypedDict):
 
 
 class NodeStatus(TypedDict):
+    format: int  # STATUS_FORMAT
     node: str
     uptime: float
     sysctl: dict[str, int]  # allow, preempt, log

@@ -10,15 +10,23 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
+from types import SimpleNamespace
+from typing import cast
 
 import pytest
 
 from carp.actions import Reason
 from carp.constants import State
+from carp.host import CarpHost
+from carp.params import Sysctls
 from tests.vswitch.fakenode import NodeThread
 from vswitch.cli import main
 from vswitch.ctl.client import ControlClient, EventReader, NodeUnavailable, find_socket
 from vswitch.ctl.status import CLEAR, duration, watch
+from vswitch.events import EventBus
+from vswitch.node import Node
+from vswitch.nodectl import NodeController
+from vswitch.status import STATUS_FORMAT
 
 
 @pytest.fixture
@@ -68,6 +76,25 @@ def test_status_table(served: NodeThread, capsys: pytest.CaptureFixture[str]) ->
 def test_status_json(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli(served, "status", "--json") == 0
     assert json.loads(capsys.readouterr().out) == served.do(served.node.status)
+
+
+def test_a_nodes_status_says_its_format() -> None:
+    # the real NodeController over the least of a node: no carp interfaces, no switches
+    host = CarpHost(Sysctls(), [], {}, lambda: bytes(8))
+    node = SimpleNamespace(
+        name="gw-a",
+        clock=lambda: 12.5,
+        started_at=10.0,
+        host=host,
+        dataplane=SimpleNamespace(switch_status=list),
+        counters={"adverts_unresolved": 0, "apply_errors": 0},
+        datapath=None,
+    )
+    status = NodeController(cast(Node, node), EventBus("gw-a")).status()
+    assert next(iter(status)) == "format"
+    assert status["format"] == STATUS_FORMAT == 1
+    assert (status["node"], status["uptime"], status["carp"]) == ("gw-a", 2.5, [])
+    assert json.loads(json.dumps(status)) == status  # what `vswitch status --json` prints
 
 
 def test_watch_redraws_until_interrupted() -> None:
@@ -178,6 +205,7 @@ def test_events_count(served: NodeThread, capsys: pytest.CaptureFixture[str]) ->
         ("snapshot", "carp0", 1),
         ("snapshot", "carp1", 2),
     ]
+    assert [e["format"] for e in lines] == [1, 1]  # every line says its layout's version
     assert cli(served, "events", "--count", "0") == 0
 
 

@@ -95,6 +95,8 @@ def test_ucarp_capture_accepts_with_the_right_pass(capsys: pytest.CaptureFixture
         assert len(row["counter"]) == 16 and int(row["counter"], 16) >= 0
     first = rows[0]
     assert first["counter"] == "94ad2ee7182ab5e3"
+    # every line says its layout's version; "version" is the CARP header's
+    assert {(r["format"], r["version"]) for r in rows} == {(1, 2)}
     assert (first["advbase"], first["advskew"], first["demote"]) == (1, 0, 0)
     assert {r["advskew"] for r in rows if r["src"] == "192.0.2.2"} == {100}
 

@@ -72,7 +72,9 @@ def test_json_round_trip_omits_empty_fields() -> None:
     bus = make_bus()
     (event,) = bus.publish_actions(1.0, [change(3, State.MASTER, State.BACKUP, Reason.PREEMPTED)])
     data = json.loads(event.to_json())
+    assert next(iter(data)) == "format"
     assert data == {
+        "format": 1,
         "seq": 1,
         "type": "state",
         "time": "1970-01-01T00:00:00.250+00:00",

@@ -20,11 +20,13 @@ import pytest
 from carp.actions import Log, Reason, StateChanged
 from carp.constants import LOG_CRIT, LOG_ERR, State
 from vswitch.logsink import (
+    JOURNAL_STREAM,
     SinkHandler,
     StderrSink,
     SyslogSink,
     emit_actions,
     install,
+    journal_stream,
     open_sink,
     syslog_priority,
     write_nonblocking,
@@ -328,3 +330,94 @@ def test_syslog_and_stderr_both_gone(
     in_thread(lambda: sink.emit(LOG_CRIT, "lost"))
     sink.emit(LOG_CRIT, "lost too")
     assert sink.dropped == 3  # the note and both lines: nothing raised
+
+
+# ---- stderr connected to the journal (systemd sets JOURNAL_STREAM) ----
+
+
+def dev_ino(fd: int) -> str:
+    st = os.fstat(fd)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def elsewhere() -> str:
+    """JOURNAL_STREAM of a stream that is not the sink's (/dev/null)."""
+    st = os.stat(os.devnull)
+    return f"{st.st_dev}:{st.st_ino}"
+
+
+def test_journal_stream_matches_the_fds_own_device_and_inode(pipe: tuple[int, int]) -> None:
+    _, w = pipe
+    assert journal_stream(w, {JOURNAL_STREAM: dev_ino(w)})
+    assert not journal_stream(w, {})  # not under systemd
+    # stderr redirected by whoever started us: the variable is inherited, the stream is not
+    assert not journal_stream(w, {JOURNAL_STREAM: elsewhere()})
+    for bad in ("", "12", "12:", ":34", "a:b", "1:2:3", f" {dev_ino(w)}", "１:２"):
+        assert not journal_stream(w, {JOURNAL_STREAM: bad}), bad
+    value = dev_ino(w)
+    os.close(w)
+    assert not journal_stream(w, {JOURNAL_STREAM: value})  # EBADF: no error, no journal
+
+
+def test_journal_lines_carry_the_priority_and_no_timestamp(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    monkeypatch.setenv(JOURNAL_STREAM, dev_ino(w))
+    sink = StderrSink("gw-a", fd=w, wall=lambda: 0.0)
+    assert sink.journal
+    sink.emit(LOG_CRIT, "carp0: state transition: BACKUP -> MASTER")
+    sink.emit(LOG_ERR, "hook failed\nTraceback (most recent call last):\n  boom")
+    sink.emit(9, "clamped to debug")
+    sink.emit(-1, "clamped to emerg")
+    assert drain(r).decode().splitlines() == [
+        "<2>gw-a carp0: state transition: BACKUP -> MASTER",
+        "<3>gw-a hook failed",  # every line of a message is an entry of its own in journald
+        "<3>Traceback (most recent call last):",
+        "<3>  boom",
+        "<7>gw-a clamped to debug",
+        "<0>gw-a clamped to emerg",
+    ]
+    assert sink.dropped == 0
+
+
+def test_without_the_journal_lines_stay_timestamped(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    monkeypatch.setenv(JOURNAL_STREAM, elsewhere())
+    sink = StderrSink("gw-a", fd=w, wall=lambda: 0.0)
+    assert not sink.journal
+    sink.emit(LOG_CRIT, "plain")
+    assert drain(r) == b"1970-01-01T00:00:00.000+00:00 gw-a plain\n"
+    monkeypatch.setenv(JOURNAL_STREAM, dev_ino(w))
+    out = io.StringIO()  # a stream given by the caller is never taken for the journal
+    assert not StderrSink("gw-a", out).journal
+    assert StderrSink("gw-a", out, journal=True).line(LOG_ERR, "x") == "<3>gw-a x\n"
+
+
+def test_open_sink_detects_the_journal_on_stderr(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(JOURNAL_STREAM, dev_ino(2))
+    sink = open_sink("stderr", "gw-a")
+    assert isinstance(sink, StderrSink) and sink.journal and sink.fd == 2
+    monkeypatch.delenv(JOURNAL_STREAM)
+    sink = open_sink("stderr", "gw-a")
+    assert isinstance(sink, StderrSink) and not sink.journal
+
+
+def test_a_full_journal_stream_drops_without_blocking(
+    pipe: tuple[int, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    r, w = pipe
+    monkeypatch.setenv(JOURNAL_STREAM, dev_ino(w))
+    held = fill(w)
+    sink = StderrSink("gw-a", fd=w)
+    in_thread(lambda: sink.emit(LOG_CRIT, "lost"))
+    assert sink.dropped == 1
+    assert len(drain(r)) == held
+    os.set_blocking(r, True)
+    sink.emit(LOG_CRIT, "kept")
+    assert os.read(r, 4096) == b"<2>gw-a kept\n"
+    os.close(r)  # journald went away
+    in_thread(lambda: sink.emit(LOG_CRIT, "to nobody"))
+    assert sink.dropped == 2

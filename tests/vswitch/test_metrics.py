@@ -4,9 +4,11 @@ import asyncio
 import errno
 import math
 import os
+import platform
 import re
 import socket
 from collections.abc import Callable, Coroutine
+from importlib import metadata
 from typing import Any
 
 import pytest
@@ -123,6 +125,10 @@ def test_exposition_of_a_status() -> None:
     assert value(samples, "vswitch_event_subscribers_dropped_total", **n) == 1
     assert value(samples, "vswitch_hook_overflows_total", **n) == 2
     assert value(samples, "vswitch_hooks_queued", **n) == 1
+    build = {"version": metadata.version("vswitch-carp"), "python": platform.python_version()}
+    assert value(samples, "vswitch_build_info", **n, **build) == 1
+    assert types["vswitch_build_info"] == "gauge"
+    assert len([s for s in samples if s[0] == "vswitch_build_info"]) == 1
 
 
 def test_escaping_and_special_values() -> None:
