@@ -124,7 +124,8 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
         sink.emit(6, f"vswitch: node {node.name} running (control {control.path})")
-        notifier.status(status_text(controller.status()))
+        if notifier.enabled:
+            notifier.status(status_text(controller.status()))
         notifier.ready()
         cleanup.callback(notifier.start_watchdog(loop))
         # what start-up built lives as long as the node: out of the collector's sight, so a
@@ -167,8 +168,9 @@ def _publish_links(node: Node, bus: EventBus) -> None:
 
 
 def _tell_systemd(notifier: Notifier, controller: NodeController, now: float, actions: Any) -> None:
-    """STATUS= follows the carp states (`systemctl status` shows them)."""
-    if any(isinstance(action, StateChanged) for action in actions):
+    """STATUS= follows the carp states (`systemctl status` shows them). A status snapshot is
+    not free (it reads kernel counters): none is taken when nobody listens."""
+    if notifier.enabled and any(isinstance(action, StateChanged) for action in actions):
         notifier.status(status_text(controller.status()))
 
 
@@ -184,7 +186,8 @@ def _reload(controller: NodeController, sink: LogSink, notifier: Notifier) -> No
         sink.emit(3, f"vswitch: reload failed: {type(exc).__name__}: {exc}")
         return
     finally:
-        notifier.status(status_text(controller.status()))
+        if notifier.enabled:
+            notifier.status(status_text(controller.status()))
         notifier.ready()
     sink.emit(5, f"vswitch: reloaded ({'; '.join(changes) or 'no change'})")
 
