@@ -8,12 +8,27 @@ import time
 from typing import Any
 
 
+def cpu_model() -> str:
+    """The CPU's name as the kernel reports it (x86: "model name"; others: the machine type)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for row in f:
+                key, _, value = row.partition(":")
+                if key.strip() in ("model name", "Model", "cpu model"):
+                    return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def host_info(load_before: tuple[float, float, float]) -> dict[str, Any]:
     """The machine a run was made on; the load average says how shared it was (1, 5, 15 min)."""
     return {
-        "kernel": platform.release(),
+        "cpu_model": cpu_model(),
         "cpus": os.cpu_count(),
-        "python": platform.python_version(),
+        "cpus_usable": len(os.sched_getaffinity(0)),
+        "kernel": platform.release(),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
         "loadavg_before": load_before,
         "loadavg_after": os.getloadavg(),
     }

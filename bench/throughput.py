@@ -1,17 +1,25 @@
 #!/usr/bin/env python3
-"""Throughput, small-frame rate and latency between two namespaces through several L2 paths.
+"""Throughput, small-frame rate and latency between namespaces through several L2 paths.
 
-    .venv/bin/python bench/throughput.py [--duration 5] [--repeat 1] [--paths ...]   (root)
+    .venv/bin/python bench/throughput.py [--duration 5] [--repeat 1] [--paths ...] [--quick]
+        [--plot FILE.svg]   (root)
 
-Paths: a Linux bridge with veths (the baseline; br_netfilter off in its namespace), our switch
-with and without virtio-net offload (two TAP ports, the switch in its own process and
-namespace, as the daemon runs), `vde_switch -t tapA -t tapB` (Debian vde2), and our switch with
-two-queue TAPs read by its one process (multiqueue as far as it goes today). Measurements per
-path: TCP with 1 and 4 streams (iperf3), 64-byte UDP through the whole path (iperf3 -u -l 64),
-60-byte frame forwarding rate (trafgen, counted at the receiving interface), and ping RTT
-median / p99. Every measurement is bounded in time; everything runs in namespaces of a lab
-that is removed afterwards. Prints a table with ratios to the Linux bridge and writes JSON under
-bench/results/. `serve` is the switch process this script starts for our paths.
+Two client namespaces, a and b, are joined by one path per run, each in a lab of its own:
+- `bridge`: a Linux bridge with veths in its own namespace (br_netfilter off there);
+- `vde`: `vde_switch -t tapa -t tapb` (Debian vde2), its own TAPs moved into the clients;
+- `vswitch`: what users run, `vswitch run -c node.toml` in its own namespace: one switch with a
+  host address and two `type = "tap"` ports that the node creates and moves into a and b;
+- `vswitch-carp`: the same node file with a carp interface in `balancing ip` whose virtual
+  address is in the clients' subnet; a sends to that address, so every frame passes the
+  per-frame carp filter (the multicast carp MAC, carp_lsdrop, the carp TAP and back out
+  through the source-MAC rule), and the receiving end is the node's own kernel;
+- `dataplane` (also `-plain` without offload, `-mq2` with two-queue TAPs): the bare DataPlane
+  of vswitch/dataplane.py in a process of this script (`serve`), no node around it.
+Measurements per path: TCP with 1 and 4 streams (iperf3), 64-byte UDP (iperf3 -u -l 64 at a
+bounded rate), 60-byte frames forwarded (trafgen, counted at the receiving interface), and
+ping RTT median / p99. Every measurement is bounded in time; each lab is removed afterwards,
+also on errors. Prints a table of ratios (TCP to the Linux bridge; UDP, frames and ping to
+vde_switch) and writes JSON under bench/results/ with the machine and its load.
 """
 
 import argparse
@@ -20,6 +28,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import statistics
@@ -33,30 +42,73 @@ from typing import Any
 
 from report import host_info, write_report
 
-from vswitch.lab.netns import Lab
+import vswitch
+from vswitch import tomlw
+from vswitch.ctl.client import ControlClient, NodeUnavailable
+from vswitch.lab import timeline
+from vswitch.lab.netns import Lab, preflight
 
-IP_A, IP_B = "192.0.2.1", "192.0.2.2"
-PATHS = ("bridge", "vswitch-offload", "vswitch-plain", "vde", "vswitch-mq2")
-METRICS = (
-    ("tcp1_gbps", "TCP 1 stream", "Gbit/s"),
-    ("tcp4_gbps", "TCP 4 streams", "Gbit/s"),
-    ("udp64_kpps", "UDP 64 B (iperf3)", "kpps"),
-    ("frames60_kpps", "60 B frames (trafgen)", "kpps"),
-    ("rtt_median_ms", "ping median", "ms"),
-    ("rtt_p99_ms", "ping p99", "ms"),
+IP_A, IP_B = "192.0.2.101", "192.0.2.102"
+HOST = "192.0.2.10"  # the node's host port on the clients' segment
+VIP = "192.0.2.1"  # carp0 of vswitch-carp, balancing ip
+PATHS = (
+    "bridge",
+    "vde",
+    "vswitch",
+    "vswitch-carp",
+    "dataplane",
+    "dataplane-plain",
+    "dataplane-mq2",
 )
+DEFAULT_PATHS = ("bridge", "vde", "vswitch", "vswitch-carp", "dataplane")
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    unit: str
+    baseline: str  # the path the ratios are taken to (issue 10's targets)
+    higher_is_better: bool
+
+
+METRICS = (
+    Metric("tcp1_gbps", "TCP 1 stream", "Gbit/s", "bridge", True),
+    Metric("tcp4_gbps", "TCP 4 streams", "Gbit/s", "bridge", True),
+    Metric("udp64_kpps", "UDP 64 B (iperf3)", "kpps", "vde", True),
+    Metric("frames60_kpps", "60 B frames (trafgen)", "kpps", "vde", True),
+    Metric("rtt_median_ms", "ping median", "ms", "vde", False),
+    Metric("rtt_p99_ms", "ping p99", "ms", "vde", False),
+)
+BASELINE_NAMES = {"bridge": "Linux bridge", "vde": "vde_switch"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+NODE_START = 15.0  # seconds for the node to serve, and for its carp0 to become MASTER
+# the tree this script's vswitch comes from: the node it starts runs the same code
+SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(vswitch.__file__)))
 
 
 @dataclass
 class Path:
-    """Two client namespaces joined by some switch: a at IP_A on if_a, b at IP_B on if_b."""
+    """Two clients joined by some switch: a at IP_A on if_a sends to `dst`, whose receiving end
+    (iperf3's server, the 60 B frame counter on `server_if`) is in `server_ns`."""
 
     a: str
     b: str
     if_a: str
     if_b: str
+    dst: str
+    server_ns: str
+    server_if: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    control: str | None = None  # the node's control socket (vswitch paths)
+
+
+@dataclass(frozen=True)
+class Settings:
+    duration: float
+    pings: int
+    udp_rate: str
+    trafgen: bool
 
 
 def wait_for(cond: Callable[[], bool], deadline: float, what: str) -> None:
@@ -83,12 +135,105 @@ def build_bridge(lab: Lab) -> Path:
     lab.veth("eth0", "pa", a_netns=a, b_netns=sw)
     lab.veth("eth0", "pb", a_netns=b, b_netns=sw)
     lab.bridge("br0", sw, ["pa", "pb"])
-    path = Path(a, b, "eth0", "eth0")
+    path = Path(a, b, "eth0", "eth0", IP_B, b, "eth0")
     address(lab, path)
     return path
 
 
-def build_vswitch(lab: Lab, offload: bool, queues: int = 1) -> Path:
+def build_vde(lab: Lab) -> Path:
+    a, b = clients(lab)
+    sw = lab.netns("sw")
+    ctl = os.path.join(tempfile.gettempdir(), f"{lab.prefix}.vde")
+    # vde_switch reads commands from stdin and exits at EOF: hold a pipe open
+    proc = lab.spawn(
+        sw,
+        ["vde_switch", "-t", "tapa", "-t", "tapb", "-s", ctl],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+    def taps_exist() -> bool:
+        links = lab.run(sw, ["ip", "-br", "link"]).stdout
+        return "tapa" in links and "tapb" in links
+
+    wait_for(taps_exist, 10, "vde_switch's TAPs")
+    for ifname, ns in (("tapa", a), ("tapb", b)):
+        lab.run(sw, ["ip", "link", "set", ifname, "netns", ns])
+    path = Path(a, b, "tapa", "tapb", IP_B, b, "tapb", [proc])
+    address(lab, path)
+    return path
+
+
+def node_file(name: str, control: str, a: str, b: str, carp: bool) -> dict[str, Any]:
+    """The node file (as data): switch lan0 with a host address and TAP ports moved into the
+    clients' namespaces; with `carp`, carp0 in balancing ip on it, alone and so MASTER."""
+    taps = [
+        {"name": ifname, "type": "tap", "netns": ns} for ifname, ns in (("tapa", a), ("tapb", b))
+    ]
+    config: dict[str, Any] = {
+        "node": {"name": name, "control": control, "metrics": False, "log": "stderr"},
+        "switch": {"lan0": {"host": [f"{HOST}/24"], "ports": taps}},
+    }
+    if carp:
+        config["carp"] = {
+            "carp0": {
+                "carpdev": "lan0",
+                "addresses": [f"{VIP}/24"],
+                "vhid": 1,
+                "advbase": 1,
+                "advskew": 0,
+                "balancing": "ip",
+                "pass": "bench",
+            }
+        }
+    return config
+
+
+def status(control: str) -> Any:
+    """The node's status, or None while it does not answer."""
+    try:
+        with ControlClient(control, timeout=5) as client:
+            return client.request("status")
+    except NodeUnavailable:
+        return None
+
+
+def carp0_state(control: str) -> str | None:
+    st = status(control)
+    if not isinstance(st, dict):
+        return None
+    return next((n["state"] for c in st.get("carp", []) for n in c["carpnodes"]), None)
+
+
+def build_node(lab: Lab, folder: str, carp: bool) -> Path:
+    """`vswitch run -c node.toml` in namespace "sw", as users run it."""
+    a, b = clients(lab)
+    sw = lab.netns("sw")
+    control = os.path.join(folder, "node.sock")
+    config = os.path.join(folder, "node.toml")
+    log = os.path.join(folder, "node.log")
+    with open(config, "w") as f:
+        f.write(tomlw.dumps(node_file("bench", control, a, b, carp)))
+    env = {**os.environ, "PYTHONPATH": SOURCE_ROOT}
+    proc = lab.spawn(sw, [sys.executable, "-m", "vswitch", "run", "-c", config], log=log, env=env)
+
+    def serving() -> bool:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise RuntimeError(f"vswitch run exited ({proc.returncode}):\n{f.read()[-2000:]}")
+        return status(control) is not None and (not carp or carp0_state(control) == "MASTER")
+
+    wait_for(serving, NODE_START, "the node" + (" and carp0 MASTER" if carp else ""))
+    if carp:  # a sends to the VIP: the node's kernel answers, behind the carp TAP
+        path = Path(a, b, "tapa", "tapb", VIP, sw, "carp0", [proc], control)
+    else:
+        path = Path(a, b, "tapa", "tapb", IP_B, b, "tapb", [proc], control)
+    address(lab, path)
+    return path
+
+
+def build_dataplane(lab: Lab, offload: bool, queues: int = 1) -> Path:
     a, b = clients(lab)
     sw = lab.netns("sw")
     spec = {
@@ -112,32 +257,7 @@ def build_vswitch(lab: Lab, offload: bool, queues: int = 1) -> Path:
     assert proc.stdout is not None
     if proc.stdout.readline().strip() != b"ready":
         raise RuntimeError("the switch process did not start")
-    return Path(a, b, "tapa", "tapb", [proc])
-
-
-def build_vde(lab: Lab) -> Path:
-    a, b = clients(lab)
-    sw = lab.netns("sw")
-    ctl = os.path.join(tempfile.gettempdir(), f"{lab.prefix}.vde")
-    # vde_switch reads commands from stdin and exits at EOF: hold a pipe open
-    proc = lab.spawn(
-        sw,
-        ["vde_switch", "-t", "tapa", "-t", "tapb", "-s", ctl],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-
-    def taps_exist() -> bool:
-        links = lab.run(sw, ["ip", "-br", "link"]).stdout
-        return "tapa" in links and "tapb" in links
-
-    wait_for(taps_exist, 10, "vde_switch's TAPs")
-    for ifname, ns in (("tapa", a), ("tapb", b)):
-        lab.run(sw, ["ip", "link", "set", ifname, "netns", ns])
-    path = Path(a, b, "tapa", "tapb", [proc])
-    address(lab, path)
-    return path
+    return Path(a, b, "tapa", "tapb", IP_B, b, "tapb", [proc])
 
 
 # -- measurements -------------------------------------------------------------------------------
@@ -146,7 +266,7 @@ def build_vde(lab: Lab) -> Path:
 def iperf(lab: Lab, path: Path, duration: float, *args: str) -> dict[str, Any]:
     out = lab.run(
         path.a,
-        ["iperf3", "-c", IP_B, "-t", f"{duration:g}", "-J", *args],
+        ["iperf3", "-c", path.dst, "-t", f"{duration:g}", "-J", *args],
         timeout=duration + 30,
         check=False,
     ).stdout
@@ -161,8 +281,8 @@ def tcp_gbps(lab: Lab, path: Path, duration: float, streams: int) -> float:
     return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
-def udp64_kpps(lab: Lab, path: Path, duration: float) -> float:
-    result = iperf(lab, path, duration, "-u", "-l", "64", "-b", "0")
+def udp64_kpps(lab: Lab, path: Path, duration: float, rate: str) -> float:
+    result = iperf(lab, path, duration, "-u", "-l", "64", "-b", rate)
     s = result["end"]["sum"]
     return (int(s["packets"]) - int(s["lost_packets"])) / float(s["seconds"]) / 1e3
 
@@ -176,12 +296,21 @@ def mac(lab: Lab, ns: str, ifname: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
+def neighbour(lab: Lab, path: Path) -> bytes:
+    """The MAC a resolved `dst` to (b's, or the multicast carp MAC of balancing ip)."""
+    out = lab.run(path.a, ["ip", "neigh", "show", "to", path.dst, "dev", path.if_a]).stdout
+    m = re.search(r"\blladdr ([0-9a-f:]{17})\b", out)
+    if m is None:
+        raise RuntimeError(f"a has no neighbour entry for {path.dst}: {out.strip()!r}")
+    return bytes.fromhex(m.group(1).replace(":", ""))
+
+
 def frames60_kpps(lab: Lab, path: Path, duration: float) -> float:
-    """trafgen sends 60-byte UDP frames to b's MAC (learned: unicast) for `duration` seconds;
-    the rate is what arrives at b's interface."""
-    src, dst = mac(lab, path.a, path.if_a), mac(lab, path.b, path.if_b)
+    """trafgen sends 60-byte UDP frames to the MAC a resolved `dst` to for `duration` seconds;
+    the rate is what arrives at the receiving interface."""
+    src, dst = mac(lab, path.a, path.if_a), neighbour(lab, path)
     ip = bytes.fromhex("4500002e000000004011") + b"\x00\x00"  # checksum filled below
-    ip += socket.inet_aton(IP_A) + socket.inet_aton(IP_B)
+    ip += socket.inet_aton(IP_A) + socket.inet_aton(path.dst)
     total = sum(int.from_bytes(ip[i : i + 2], "big") for i in range(0, 20, 2))
     while total >> 16:
         total = (total & 0xFFFF) + (total >> 16)
@@ -190,7 +319,7 @@ def frames60_kpps(lab: Lab, path: Path, duration: float) -> float:
     frame = dst + src + b"\x08\x00" + ip + udp
     assert len(frame) == 60
     conf = "{ " + ", ".join(f"0x{b:02x}" for b in frame) + " }"
-    before = rx_packets(lab, path.b, path.if_b)
+    before = rx_packets(lab, path.server_ns, path.server_if)
     start = time.monotonic()
     # one generator process, no tuning of the host's (global) socket memory or IRQs
     lab.run(
@@ -214,12 +343,12 @@ def frames60_kpps(lab: Lab, path: Path, duration: float) -> float:
         check=False,
     )
     elapsed = time.monotonic() - start
-    return (rx_packets(lab, path.b, path.if_b) - before) / elapsed / 1e3
+    return (rx_packets(lab, path.server_ns, path.server_if) - before) / elapsed / 1e3
 
 
 def rtt_ms(lab: Lab, path: Path, count: int) -> tuple[float, float]:
     out = lab.run(
-        path.a, ["ping", "-n", "-c", str(count), "-i", "0.005", IP_B], timeout=count * 0.01 + 30
+        path.a, ["ping", "-n", "-c", str(count), "-i", "0.005", path.dst], timeout=count * 0.01 + 30
     ).stdout
     rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", out))
     if not rtts:
@@ -228,56 +357,70 @@ def rtt_ms(lab: Lab, path: Path, count: int) -> tuple[float, float]:
     return statistics.median(rtts), p99
 
 
-def measure(lab: Lab, path: Path, duration: float, trafgen: bool) -> dict[str, float]:
-    if not lab.ping(path.a, IP_B, deadline=10):
-        raise RuntimeError("no connectivity")
+def listening(lab: Lab, ns: str, port: int = 5201) -> bool:
+    return f":{port} " in lab.run(ns, ["ss", "-tln"]).stdout
+
+
+def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
+    if not lab.ping(path.a, path.dst, deadline=10):
+        raise RuntimeError(f"no connectivity from a to {path.dst}")
     lab.ping(path.b, IP_A, deadline=10)  # both MACs learned before unicast measurements
     server = lab.spawn(
-        path.b,
-        ["iperf3", "-s", "-B", IP_B],
+        path.server_ns,
+        ["iperf3", "-s", "-B", path.dst],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
     try:
-        wait_for(lambda: ":5201 " in lab.run(path.b, ["ss", "-tln"]).stdout, 10, "iperf3 server")
+        wait_for(lambda: listening(lab, path.server_ns), 10, "iperf3 server")
+        d = settings.duration
         res: dict[str, float] = {}
-        res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, 500)
-        res["tcp1_gbps"] = tcp_gbps(lab, path, duration, 1)
-        res["tcp4_gbps"] = tcp_gbps(lab, path, duration, 4)
-        res["udp64_kpps"] = udp64_kpps(lab, path, duration)
-        if trafgen:
-            res["frames60_kpps"] = frames60_kpps(lab, path, duration)
+        res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, settings.pings)
+        res["tcp1_gbps"] = tcp_gbps(lab, path, d, 1)
+        res["tcp4_gbps"] = tcp_gbps(lab, path, d, 4)
+        res["udp64_kpps"] = udp64_kpps(lab, path, d, settings.udp_rate)
+        if settings.trafgen:
+            res["frames60_kpps"] = frames60_kpps(lab, path, d)
         return res
     finally:
         lab.stop(server)
 
 
-def run_path(name: str, duration: float, trafgen: bool) -> tuple[dict[str, float], Any]:
-    """The measurements, and our switch's counters (None for the other paths)."""
-    with Lab() as lab:
-        if name == "bridge":
-            path = build_bridge(lab)
-        elif name == "vswitch-offload":
-            path = build_vswitch(lab, offload=True)
-        elif name == "vswitch-plain":
-            path = build_vswitch(lab, offload=False)
-        elif name == "vde":
-            path = build_vde(lab)
-        elif name == "vswitch-mq2":  # multiqueue TAPs, all queues read by the one process
-            path = build_vswitch(lab, offload=True, queues=2)
-        else:
-            raise ValueError(name)
-        res = measure(lab, path, duration, trafgen)
-        counters = None
-        if name.startswith("vswitch"):
-            proc = path.processes[0]
-            lab.stop(proc)
-            assert proc.stdout is not None
-            counters = json.loads(proc.stdout.read() or b"null")
-        return res, counters
+def run_path(name: str, settings: Settings) -> tuple[dict[str, float], Any]:
+    """The measurements, and the switch's counters (None for the bridge and vde)."""
+    folder = tempfile.mkdtemp(prefix="vswitch-bench-")
+    try:
+        with Lab() as lab:
+            if name == "bridge":
+                path = build_bridge(lab)
+            elif name == "vde":
+                path = build_vde(lab)
+            elif name in ("vswitch", "vswitch-carp"):
+                path = build_node(lab, folder, carp=name == "vswitch-carp")
+            elif name == "dataplane":
+                path = build_dataplane(lab, offload=True)
+            elif name == "dataplane-plain":
+                path = build_dataplane(lab, offload=False)
+            elif name == "dataplane-mq2":  # multiqueue TAPs, all queues read by the one process
+                path = build_dataplane(lab, offload=True, queues=2)
+            else:
+                raise ValueError(name)
+            res = measure(lab, path, settings)
+            counters = None
+            if path.control is not None:
+                st = status(path.control)
+                counters = {k: st.get(k) for k in ("switches", "carp")} if st else None
+            elif name.startswith("dataplane"):
+                proc = path.processes[0]
+                lab.stop(proc)
+                assert proc.stdout is not None
+                counters = json.loads(proc.stdout.read() or b"null")
+            return res, counters
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
-# -- the switch process for our paths ---------------------------------------------------------
+# -- the bare DataPlane process (dataplane paths) --------------------------------------------
 
 
 def serve(spec_json: str) -> int:
@@ -319,73 +462,120 @@ def serve(spec_json: str) -> int:
 # -- report -------------------------------------------------------------------------------------
 
 
+def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    """path -> metric -> value / the metric's baseline path's value (where both were measured)."""
+    out: dict[str, dict[str, float]] = {}
+    for p, values in results.items():
+        for m in METRICS:
+            base = results.get(m.baseline, {}).get(m.key)
+            if base and p != m.baseline and values.get(m.key) is not None:
+                out.setdefault(p, {})[m.key] = values[m.key] / base
+    return out
+
+
 def table(results: dict[str, dict[str, float]]) -> str:
-    base = results.get("bridge", {})
+    rel = ratios(results)
     paths = list(results)
-    head = f"{'':24}" + "".join(f"{p:>22}" for p in paths)
+    head = f"{'':38}" + "".join(f"{p:>22}" for p in paths)
     lines = [head]
-    for key, label, unit in METRICS:
-        row = f"{label + ' (' + unit + ')':24}"
+    for m in METRICS:
+        row = f"{f'{m.label} ({m.unit}) vs {m.baseline}':38}"
         for p in paths:
-            value = results[p].get(key)
+            value = results[p].get(m.key)
             if value is None:
                 row += f"{'-':>22}"
                 continue
-            ratio = f" ({value / base[key]:.2f}x)" if base.get(key) and p != "bridge" else ""
-            row += f"{value:>13.3f}{ratio:>9}"
+            ratio = rel.get(p, {}).get(m.key)
+            mark = " (base)" if p == m.baseline else f" ({ratio:.2f}x)" if ratio else ""
+            row += f"{value:>13.3f}{mark:>9}"
         lines.append(row)
     return "\n".join(lines)
+
+
+def picture(results: dict[str, dict[str, float]], title: str) -> timeline.Figure:
+    rel = ratios(results)
+    groups = []
+    for m in METRICS:
+        bars = tuple(timeline.Bar(p, rel[p][m.key]) for p in results if m.key in rel.get(p, {}))
+        if bars:
+            vs = BASELINE_NAMES.get(m.baseline, m.baseline)
+            better = "higher" if m.higher_is_better else "lower"
+            label = f"{m.label} vs {vs} ({better} is better)"
+            groups.append(timeline.BarGroup(label, bars, m.higher_is_better))
+    note = "ratio to the baseline on a log scale; green: better than the baseline, orange: worse"
+    return timeline.ratio_bars(title, groups, note=note)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="cmd")
-    srv = sub.add_parser("serve", help="run our switch (started by this script)")
+    srv = sub.add_parser("serve", help="run the bare DataPlane (started by this script)")
     srv.add_argument("spec")
-    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--duration", type=float, default=None, help="seconds per measurement (5)")
     parser.add_argument("--repeat", type=int, default=1, help="runs per path (median)")
-    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(DEFAULT_PATHS))
     parser.add_argument("--no-trafgen", action="store_true")
+    parser.add_argument(
+        "--udp-rate", default="300M", help="iperf3 -b for the 64 B UDP test (bounded; 300M)"
+    )
+    parser.add_argument("--quick", action="store_true", help="a short check: 1 s, 200 pings")
+    parser.add_argument("--plot", metavar="FILE", help="draw the ratios into FILE (SVG)")
     parser.add_argument("--out", default=RESULTS, help="directory for the JSON result")
     args = parser.parse_args(argv)
     if args.cmd == "serve":
         return serve(args.spec)
-    if os.geteuid() != 0:
-        print("throughput.py needs root (namespaces, TAPs)", file=sys.stderr)
-        return 2
-    if not 1 <= args.duration <= 60:
+    duration = args.duration if args.duration is not None else (1.0 if args.quick else 5.0)
+    if not 1 <= duration <= 60:
         parser.error("--duration must be 1..60 s")
-    trafgen = not args.no_trafgen and bool(
-        subprocess.run(["which", "trafgen"], capture_output=True).stdout
-    )
-    runs: dict[str, list[dict[str, float]]] = {p: [] for p in args.paths}
+    if not 1 <= args.repeat <= 20:
+        parser.error("--repeat must be 1..20")
+    if not re.fullmatch(r"[1-9]\d*[KMG]?", args.udp_rate):
+        parser.error("--udp-rate: a positive iperf3 rate such as 300M")
+    reason = preflight("throughput.py", ("ip", "ping", "iperf3"))
+    if reason is None and "vde" in args.paths and shutil.which("vde_switch") is None:
+        reason = "throughput.py needs vde_switch for the vde path (Debian: apt-get install vde2)"
+    if reason is not None:
+        print(reason, file=sys.stderr)
+        return 2
+    trafgen = not args.no_trafgen and shutil.which("trafgen") is not None
+    settings = Settings(duration, 200 if args.quick else 500, args.udp_rate, trafgen)
+    paths = list(dict.fromkeys(args.paths))
+    runs: dict[str, list[dict[str, float]]] = {p: [] for p in paths}
     counters: dict[str, Any] = {}
     load_before = os.getloadavg()
+    started = time.monotonic()
     for i in range(args.repeat):
-        for p in args.paths:
+        for p in paths:
             print(f"[{i + 1}/{args.repeat}] {p} ...", file=sys.stderr, flush=True)
-            res, stats = run_path(p, args.duration, trafgen)
+            res, stats = run_path(p, settings)
             runs[p].append(res)
             if stats is not None:
                 counters[p] = stats
     results = {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in runs.items()}
     print(table(results))
-    base = results.get("bridge", {})
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": host_info(load_before),
-        "duration_s": args.duration,
+        "seconds": round(time.monotonic() - started, 1),
+        "duration_s": duration,
+        "pings": settings.pings,
+        "udp_rate": settings.udp_rate,
         "repeat": args.repeat,
+        "baselines": {m.key: m.baseline for m in METRICS},
         "results": results,
+        "ratios": ratios(results),
         "runs": runs,
         "switch_counters": counters,
-        "ratio_to_bridge": {
-            p: {k: v / base[k] for k, v in r.items() if base.get(k)}
-            for p, r in results.items()
-            if base
-        },
     }
     write_report(args.out, "throughput", report)
+    if args.plot:
+        host = report["host"]
+        title = (
+            f"Paths between two namespaces: ratios, {args.repeat} x {duration:g} s "
+            f"({host['cpu_model']}, {host['cpus']} CPUs, kernel {host['kernel']})"
+        )
+        timeline.write(args.plot, [picture(results, title)])
+        print(f"written {args.plot}", file=sys.stderr)
     return 0
 
 

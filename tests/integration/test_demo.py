@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -58,9 +59,14 @@ def demo_process(*args: str) -> Iterator[subprocess.Popen[str]]:
 
 
 @pytest.fixture(scope="module")
-def quick_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[str, Any]]:
-    path = tmp_path_factory.mktemp("demo") / "report.json"
-    with demo_process("--json", str(path)) as proc:
+def demo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def quick_run(demo_dir: Path) -> tuple[int, str, dict[str, Any]]:
+    path = demo_dir / "report.json"
+    with demo_process("--json", str(path), "--plot", str(demo_dir / "failover.svg")) as proc:
         output, _ = proc.communicate(timeout=180)
     return proc.returncode, output, json.loads(path.read_text())
 
@@ -109,6 +115,24 @@ def test_failover_is_measured_within_the_master_down_window(
         # the client's silence covers the takeover, and ends soon after it
         assert f[key] is not None and low <= f[key] <= f["takeover_carp0"] + MARGIN, output
         assert f[key.replace("outage", "lost")] > 0
+
+
+def test_plot_draws_the_failover(
+    quick_run: tuple[int, str, dict[str, Any]], demo_dir: Path
+) -> None:
+    _, output, report = quick_run
+    svg = demo_dir / "failover.svg"
+    assert f"failover timeline written to {svg}" in output
+    root = ET.parse(svg).getroot()
+    classes = [e.get("class") for e in root.iter()]
+    assert classes.count("band") >= 4, output  # gwa MASTER, KILLED; gwb BACKUP, MASTER
+    assert classes.count("mark") == 1 and classes.count("window") == 1
+    texts = [e.text or "" for e in root.iter("{http://www.w3.org/2000/svg}text")]
+    assert {"gwa carp0", "gwb carp0", "kill -9"} <= set(texts)
+    # the longest silence drawn is the outage the report gives for the VIP
+    gaps = [m for t in texts if (m := re.fullmatch(r"no reply ([\d.]+) (ms|s)", t))]
+    drawn = [float(m.group(1)) / (1000 if m.group(2) == "ms" else 1) for m in gaps]
+    assert drawn and max(drawn) == pytest.approx(report["failover"]["outage_vip"], abs=0.002)
 
 
 def test_preemption_brings_the_master_back(quick_run: tuple[int, str, dict[str, Any]]) -> None:

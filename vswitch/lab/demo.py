@@ -1,12 +1,15 @@
 """Build a gateway lab in network namespaces and show failover, preemption and balancing.
 
-`vswitch demo [--quick] [--json FILE]` (root; `./dev.sh demo` on a fresh machine) builds the
-lab of vswitch/lab/gateway.py (clients, a LAN and a WAN segment, an upstream server, two gateway
-nodes), shows the election, pings and TCP flows through the virtual address, kills the master
-(`kill -9`) and measures the failover as the client sees it and as the backup's events say,
-brings the master back (preemption), reloads both nodes with `carpnodes 1:0,2:100` /
-`1:100,2:0` and `balancing ip` and shows how flows from many client addresses split, then
-removes everything it created (also on Ctrl-C and errors) and prints a short report.
+`vswitch demo [--quick] [--json FILE] [--plot FILE.svg]` (root; `./dev.sh demo` on a fresh
+machine) builds the lab of vswitch/lab/gateway.py (clients, a LAN and a WAN segment, an
+upstream server, two gateway nodes), shows the election, pings and TCP flows through the
+virtual address, kills the master (`kill -9`) and measures the failover as the client sees it
+and as the backup's events say, brings the master back (preemption), reloads both nodes with
+`carpnodes 1:0,2:100` / `1:100,2:0` and `balancing ip` and shows how flows from many client
+addresses split, then removes everything it created (also on Ctrl-C and errors) and prints a
+short report. `--plot` draws the failover as an SVG timeline (vswitch/lab/timeline.py): both
+nodes' states, the kill, when master-down was due, and the client's replies with the gap
+between them.
 """
 
 import argparse
@@ -26,7 +29,8 @@ from ipaddress import ip_address
 from typing import Any
 
 from carp.balance import ip_fold
-from carp.timing import master_down_us, seconds
+from carp.timing import interval_us, master_down_us, seconds
+from vswitch.lab import timeline
 from vswitch.lab.gateway import (
     LAN_VIP,
     LAN_VIP6,
@@ -84,6 +88,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--quick", action="store_true", help="fewer clients, flows and pings (for tests)"
     )
     parser.add_argument("--json", metavar="FILE", help="also write the report as JSON to FILE")
+    parser.add_argument(
+        "--plot", metavar="FILE", help="draw the failover as an SVG timeline into FILE"
+    )
 
 
 class Out:
@@ -234,7 +241,8 @@ def fetch(lab: GatewayLab, client: int, url: str) -> dict[str, Any]:
     }
 
 
-def step_failover(out: Out, lab: GatewayLab, settings: Settings, report: Report) -> None:
+def step_failover(out: Out, lab: GatewayLab, settings: Settings, report: Report) -> timeline.Figure:
+    """Kill the master, measure, and return the run as a timeline picture."""
     gwa, gwb = lab.gateways
     out.step("Failover: kill -9 the master (gwa)")
     expected = seconds(master_down_us(ADVBASE, BACKUP_SKEW))
@@ -258,7 +266,13 @@ def step_failover(out: Out, lab: GatewayLab, settings: Settings, report: Report)
         lab.kill(gwa)
         events = {c: watch.became(c, "MASTER", 15) for c in ("carp0", "carp1")}
         resumed = [p.wait_reply_after(wall + 0.001, 15) for p in (vip, upstream)]
-        gaps = [largest_gap(p.stop(), wall) for p in (vip, upstream)]
+        replies = [p.stop() for p in (vip, upstream)]
+        gaps = [largest_gap(r, wall) for r in replies]
+        changes = [
+            (e.monotonic - mono, str(e.data["new"]))
+            for e in list(watch.events)
+            if e.data.get("type") == "state" and e.data.get("carpif") == "carp0"
+        ]
     result: dict[str, Any] = {"expected_master_down": round(expected, 3)}
     for carpif, event in events.items():
         took = None if event is None else round(event.monotonic - mono, 3)
@@ -280,6 +294,16 @@ def step_failover(out: Out, lab: GatewayLab, settings: Settings, report: Report)
         out.say(f"ping {dst:<15} no reply for {gap.seconds:.2f} s ({gap.lost} echo requests lost)")
     report.failover = result
     show_states(out, {"gwb": states_table(lab)["gwb"]})
+    return timeline.failover(
+        f"vswitch demo: kill -9 of the master gwa (carp0, advbase {ADVBASE}, "
+        f"advskew 0/{BACKUP_SKEW}), c1 pinging {LAN_VIP}",
+        master="gwa carp0",
+        backup="gwb carp0",
+        backup_changes=changes,
+        replies=[r.at - wall for r in replies[0]],
+        master_down=expected,
+        master_interval=seconds(interval_us(ADVBASE, 0)),
+    )
 
 
 def step_preemption(out: Out, lab: GatewayLab, settings: Settings, report: Report) -> None:
@@ -465,6 +489,18 @@ def summary(out: Out, report: Report) -> None:
         out.say(f"PROBLEM: {problem}")
 
 
+def plot(out: Out, path: str, picture: timeline.Figure | None, report: Report) -> None:
+    if picture is None:
+        report.problems.append(f"no picture for {path}: the failover step did not finish")
+        return
+    try:
+        timeline.write(path, [picture])
+    except OSError as exc:
+        report.problems.append(f"cannot write the picture {path}: {exc}")
+        return
+    out.say(f"failover timeline written to {path}")
+
+
 def cleanup_text(cleanup: dict[str, Any]) -> str:
     if not cleanup:
         return "-"
@@ -482,16 +518,17 @@ def run(args: argparse.Namespace) -> int:
     if reason is not None:
         print(f"vswitch: {reason}", file=sys.stderr)
         return 2
-    return demo(Settings.make(args.quick), args.json)
+    return demo(Settings.make(args.quick), args.json, args.plot)
 
 
-def demo(settings: Settings, json_path: str | None) -> int:
+def demo(settings: Settings, json_path: str | None, plot_path: str | None = None) -> int:
     out = Out()
     report = Report()
     start = time.monotonic()
     code = 0
     www = tempfile.mkdtemp(prefix="vswitch-demo-www-")
     lab: GatewayLab | None = None
+    picture: timeline.Figure | None = None
     try:
         out.step("Building the lab in network namespaces")
         lab = GatewayLab(pair_specs(), clients=settings.clients)
@@ -502,7 +539,7 @@ def demo(settings: Settings, json_path: str | None) -> int:
         out.say(f"upstream {UPSTREAM} routes 192.0.2.0/24 via the WAN VIP 198.51.100.1")
         step_election(out, lab, report)
         step_traffic(out, lab, settings, report, www)
-        step_failover(out, lab, settings, report)
+        picture = step_failover(out, lab, settings, report)
         step_preemption(out, lab, settings, report)
         step_balancing(out, lab, settings, report)
     except KeyboardInterrupt:
@@ -519,6 +556,8 @@ def demo(settings: Settings, json_path: str | None) -> int:
         if lab is not None:
             cleanup(out, lab, report)
         shutil.rmtree(www, ignore_errors=True)
+    if plot_path and code != 130:
+        plot(out, plot_path, picture, report)
     report.seconds = round(time.monotonic() - start, 1)
     if code != 130:
         summary(out, report)
