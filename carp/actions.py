@@ -90,6 +90,24 @@ class DemoteChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class Conflict:
+    """A MASTER heard a valid, less preferred advertisement for its own vhid from `peer`: a
+    second master (a one-way link failure, or the other side of a healed partition).
+
+    Emitted at most once per own advertisement interval per peer while it lasts (design.md §6,
+    the `conflict` event); `advbase`, `advskew` and `demote` are the peer's, `at` is `now`.
+    """
+
+    carpif: str
+    vhid: int
+    peer: str
+    advbase: int
+    advskew: int
+    demote: int
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Log:
     """A carp(4) log line at syslog `level`; the core emits it only when `level <= sysctl log`."""
 
@@ -97,4 +115,4 @@ class Log:
     message: str
 
 
-Action = Transmit | Deliver | StateChanged | CarrierChanged | DemoteChanged | Log
+Action = Transmit | Deliver | StateChanged | CarrierChanged | DemoteChanged | Conflict | Log

@@ -14,7 +14,16 @@ from ipaddress import IPv4Address
 from typing import Protocol
 
 from carp import l2
-from carp.actions import Action, CarrierChanged, Log, Reason, StateChanged, Transmit, TxKind
+from carp.actions import (
+    Action,
+    CarrierChanged,
+    Conflict,
+    Log,
+    Reason,
+    StateChanged,
+    Transmit,
+    TxKind,
+)
 from carp.auth import HmacContexts, carp_key, inner_words
 from carp.balance import source_mac, vhe_mac
 from carp.constants import (
@@ -35,7 +44,7 @@ from carp.constants import (
 from carp.election import Advert, Decision, decide
 from carp.params import CarpDev, CarpIfParams
 from carp.stats import CarpStats
-from carp.timing import interval_us, master_down_us, seconds
+from carp.timing import interval_us, is_bowout, master_down_us, seconds
 from carp.vhe import AF_INET, AF_INET6, Timer, Vhe
 from carp.wire import CarpHeader, build_frame, build_ipv4, build_ipv6, mac_for_ip_dst
 
@@ -46,6 +55,7 @@ DELAYED_ARP_ADVERTS = 2  # sc_delayed_arp: resend the burst on the 2nd IPv4 adve
 DELAYED_ARP_OFF = -1
 SENDAD_FACTOR = 3  # CARP_SENDAD_MAX_ERRORS / MIN_SUCCESS = 3 x number of vhes (§4.6)
 PEERS_KEPT = 8  # sources remembered per carpnode for status
+REJECTS_KEPT = 8  # (source, reason) pairs remembered per carp interface for `explain`
 
 
 def keeps_state(old: CarpIfParams, new: CarpIfParams) -> bool:
@@ -93,10 +103,59 @@ class PeerHeard:
     at: float
 
 
-class CarpNode(Vhe):
-    """A Vhe plus what status and the event stream show about it."""
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """Which row of the §4.4 table (carp/election.py) judged an advertisement, and whose."""
 
-    __slots__ = ("changed_at", "peers", "reason", "transitions")
+    row: str
+    decision: Decision
+    source: str
+    at: float
+
+
+@dataclass(slots=True)
+class Rejected:
+    """Advertisements from one source refused for one reason (what `explain` reports).
+
+    `reason` is the carpstats counter that counted them (badttl, badlen, badsum, badvhid,
+    badver, badauth), `loop` for our own cookie coming back, or `ip-<IpDrop>` for a drop of the
+    IP layer; `detail` says more where the packet shows it (the TTL, the vhid).
+    """
+
+    reason: str
+    vhid: int | None
+    count: int
+    first: float
+    last: float
+    detail: str = ""
+
+
+class Rejects:
+    """The last REJECTS_KEPT (source, reason) pairs refused on a carp interface, oldest first."""
+
+    __slots__ = ("entries",)
+
+    def __init__(self) -> None:
+        self.entries: dict[tuple[str, str], Rejected] = {}
+
+    def note(
+        self, now: float, source: str, reason: str, vhid: int | None, detail: str = ""
+    ) -> None:
+        key = (source, reason)
+        old = self.entries.pop(key, None)
+        if old is None:
+            self.entries[key] = Rejected(reason, vhid, 1, now, now, detail)
+        else:
+            old.count, old.last, old.vhid, old.detail = old.count + 1, now, vhid, detail
+            self.entries[key] = old
+        while len(self.entries) > REJECTS_KEPT:
+            del self.entries[next(iter(self.entries))]
+
+
+class CarpNode(Vhe):
+    """A Vhe plus what status, the event stream and `explain` show about it."""
+
+    __slots__ = ("cause", "changed_at", "conflicts", "decided", "peers", "reason", "transitions")
 
     def __init__(self, vhid: int, advskew: int, leader: bool, mac: bytes) -> None:
         super().__init__(vhid, advskew, leader, mac)
@@ -104,6 +163,9 @@ class CarpNode(Vhe):
         self.changed_at: float | None = None
         self.transitions = 0
         self.peers: dict[str, PeerHeard] = {}
+        self.decided: Decided | None = None  # the last advertisement judged by the §4.4 table
+        self.cause: Decided | None = None  # the one that moved it to its state (None: no advert)
+        self.conflicts: dict[str, float] = {}  # second masters heard: peer -> last Conflict
 
     def heard(self, source: str, header: CarpHeader, now: float) -> None:
         self.peers.pop(source, None)
@@ -159,6 +221,7 @@ class CarpInterface:
         self.delayed_arp = DELAYED_ARP_OFF
         self.ierrors = 0
         self.oerrors = 0
+        self.rejects = Rejects()  # noted by CarpHost's receive path
         self._ident: int | None = None
         self._reannounced = False  # since the leader's last advertisement (design decision 6)
 
@@ -203,6 +266,8 @@ class CarpInterface:
             return []
         vhe.reason, vhe.changed_at = reason, now
         vhe.transitions += 1
+        vhe.cause = None  # input() names the advertisement when one caused it
+        vhe.conflicts.clear()  # a conflict lasts while we stay MASTER
         vhid = f" (vhid {vhe.vhid})" if len(self.vhes) > 1 else ""
         message = f"state transition{vhid}: {old} -> {vhe.state}"
         actions: list[Action] = [
@@ -390,17 +455,40 @@ class CarpInterface:
             self.env.preempt(),
         )
         outcome = decide(vhe.state, advert)
+        decided = Decided(outcome.row, outcome.decision, src, now)
+        vhe.decided = decided
         if outcome.decision is Decision.BECOME_BACKUP:
             assert outcome.reason is not None
-            return self._to_backup(now, vhe, outcome.reason)
+            actions = self._to_backup(now, vhe, outcome.reason)
+            vhe.cause = decided
+            return actions
         if outcome.decision is Decision.BECOME_MASTER:
             assert outcome.reason is not None
-            return self._master_down(now, vhe, outcome.reason)
+            actions = self._master_down(now, vhe, outcome.reason)
+            vhe.cause = decided
+            return actions
         if outcome.decision is Decision.RESTART_MASTER_DOWN:
             vhe.restart_master_down(now, self.master_down(vhe), af)
         elif outcome.decision is Decision.STAY_MASTER:
-            return self._reannounce(vhe)
+            return self._conflict(now, vhe, header, src) + self._reannounce(vhe)
         return []
+
+    def _conflict(self, now: float, vhe: CarpNode, header: CarpHeader, src: str) -> list[Action]:
+        """A second master for our vhid (design.md §6, `conflict`): only masters advertise, so
+        a valid, less preferred advertisement means a one-way link failure or the other side of
+        a healed partition. At most once per own advertisement interval per peer; a bow-out
+        (§4.7) is a master leaving, not a conflict."""
+        if is_bowout(header.advbase, header.advskew):
+            return []
+        last = vhe.conflicts.get(src)
+        if last is not None and now - last < self.interval(vhe):
+            return []
+        vhe.conflicts.pop(src, None)
+        vhe.conflicts[src] = now
+        while len(vhe.conflicts) > PEERS_KEPT:
+            del vhe.conflicts[next(iter(vhe.conflicts))]
+        h = header
+        return [Conflict(self.name, vhe.vhid, src, h.advbase, h.advskew, h.demote, now)]
 
     def _reannounce(self, vhe: Vhe) -> list[Action]:
         """design.md decision 6: a split brain heals by the ordinary rules, and the winner

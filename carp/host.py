@@ -11,7 +11,7 @@ from dataclasses import replace
 from typing import ClassVar, NamedTuple
 
 from carp.actions import Action, DemoteChanged, Log, Reason, Transmit, TxKind
-from carp.carpif import DEMOTE_MAX, CarpInterface, CarpNode
+from carp.carpif import DEMOTE_MAX, CarpInterface, CarpNode, Rejects
 from carp.constants import (
     CARP_VERSION,
     LOG_ERR,
@@ -64,6 +64,7 @@ class CarpHost:
                 self.groups.setdefault(group, 0)
         self._by_dev: dict[str, list[CarpInterface]] = {}
         self._routes: dict[str, _Route] = {}  # carpdev -> receive lookups; cleared on change
+        self.rejects: dict[str, Rejects] = {}  # carpdev -> refusals no carp interface claims
         for sc in sorted(self.carpifs.values(), key=lambda c: c.leader.vhid):
             used = {v.vhid for other in self._by_dev.get(sc.carpdev, []) for v in other.vhes}
             if clash := used & {v.vhid for v in sc.vhes}:
@@ -315,6 +316,7 @@ class CarpHost:
         if parsed.ip_drop is not None:
             # ip_input / ip6_input drop it before carp_proto_input: no carpstats counter moves
             self.stats.ip_drops.count(parsed.ip_drop)
+            self._note(now, carpdev, route, parsed, f"ip-{parsed.ip_drop}")
             return []
         self.stats.count("ipackets6" if parsed.af == AF_INET6 else "ipackets")
         if not self.sysctls.allow:
@@ -325,6 +327,7 @@ class CarpHost:
             return self._reject("badif", Log(LOG_INFO, message))
         early = self._ip_verdict(parsed, carpdev, len(packet))
         if early is not None:
+            self._note(now, carpdev, route, parsed, parsed.verdict.value)
             return early
         header = parsed.header
         assert header is not None  # ACCEPT always carries the header
@@ -332,17 +335,44 @@ class CarpHost:
         # whose peer kind matches and that has the vhid
         found = route.vhids.get((None if parsed.af == AF_INET6 else parsed.ismulti, header.vhid))
         if found is None:
+            self._note(now, carpdev, route, parsed, "badvhid")
             return self._reject("badvhid")
         sc, vhe = found
         if not sc.is_running:
+            sc.rejects.note(now, str(parsed.src), "badvhid", vhe.vhid, "not running")
             return self._reject("badvhid")
         if header.version != CARP_VERSION:
+            sc.rejects.note(now, str(parsed.src), "badver", vhe.vhid, f"version {header.version}")
             return self._reject("badver", sc.bad_version(header.version))
         if not sc.hmac[vhe.vhid].verify(header.counter, header.md):
+            sc.rejects.note(now, str(parsed.src), "badauth", vhe.vhid)
             return self._reject("badauth", sc.bad_auth())
         if vhe.is_own(header.counter):
+            sc.rejects.note(now, str(parsed.src), "loop", vhe.vhid)
             return self._reject("badauth", sc.loop_detected())  # simplex parent: counted too
         return sc.input(now, vhe, header, parsed.af, str(parsed.src))
+
+    def _note(self, now: float, carpdev: str, route: _Route, parsed: Parsed, reason: str) -> None:
+        """Remember a refused advertisement for `explain`: on the carp interface of `carpdev`
+        its vhid names, else (no header, a vhid nobody has here) on the carpdev itself."""
+        header = parsed.header
+        vhid = header.vhid if header is not None else None
+        found = None
+        detail = f"ttl {parsed.ttl}" if parsed.verdict is Verdict.BADTTL else ""
+        if vhid is not None:
+            found = route.vhids.get((None if parsed.af == AF_INET6 else parsed.ismulti, vhid))
+            if reason == "badvhid":
+                detail = f"vhid {vhid}"
+                if found is None and (None, vhid) in route.vhids:
+                    # §1.6 step 1: a multicast advert never matches a unicast carppeer
+                    found = route.vhids[(None, vhid)]
+                    sent = "multicast" if parsed.ismulti else "unicast"
+                    detail = f"vhid {vhid} sent {sent}, carppeer differs"
+        source = str(parsed.src) if parsed.src is not None else "?"
+        record = found[0].rejects if found is not None else self.rejects.get(carpdev)
+        if record is None:
+            record = self.rejects[carpdev] = Rejects()
+        record.note(now, source, reason, vhid, detail)
 
     @staticmethod
     def _acceptable_if(parsed: Parsed, ifs: list[CarpInterface]) -> bool:

@@ -14,6 +14,14 @@ otherwise.
 Ports marked `kernel` are the node's own kernel interfaces (the host port, carp TAPs): frames they
 send pass the egress filter first, floods between two kernel ports are skipped (one kernel), a
 special MAC is never learned from them, and frames the node injects are not flooded to them.
+
+Modes (design.md §2): `learning`, `hub` (flood everything), and `learning-arp`, which also learns
+the sender hardware address of every ARP packet on its ingress port, as the Layer-3 switches of
+carp(4)'s ip-stealth caveat do (a stealth node's ARP reply then pins the virtual MAC to it). A
+`monitor` port also gets a copy of every unicast frame switched to one other port (learned
+destinations, special MACs switched normally, the node's own frames), like a SPAN port; floods
+reach it anyway, frames a hook consumes or emits do not. Both cost plain learning mode nothing
+per frame beyond one test of an empty tuple on the unicast path.
 """
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -32,10 +40,14 @@ MulticastHook = Callable[[float, str, bytes], Sequence[Emit]]
 EgressFilter = Callable[[float, str, bytes], bytes | None]
 """(now, kernel port, frame) -> the frame to switch (possibly rewritten), or None to drop it."""
 
+MODES = ("learning", "hub", "learning-arp")
 DEFAULT_AGEING = 300.0  # seconds, as the Linux bridge and carp(4)'s bridge(4)
 DEFAULT_MAX_ENTRIES = 8192  # bound the table against a flood of random source MACs
 ETH_HLEN = 14
 _ZERO_MAC = bytes(6)
+_ETH_P_ARP = b"\x08\x06"
+_ARP_ETHER = b"\x00\x01"  # ARP hardware type Ethernet
+_ARP_LEN = 28  # an Ethernet/IPv4 ARP packet; the sender hardware address is at 8..14
 
 
 @dataclass(slots=True)
@@ -60,12 +72,13 @@ class Port:
     """One port of a switch as the forwarding core sees it (the device lives in vswitch/tap.py or
     vswitch/raw.py). `outq` collects frames to write; the writer empties it after each batch."""
 
-    __slots__ = ("_flood", "counters", "flood", "kernel", "link_up", "name", "outq")
+    __slots__ = ("_flood", "counters", "flood", "kernel", "link_up", "monitor", "name", "outq")
 
-    def __init__(self, name: str, kernel: bool, flood: bool) -> None:
+    def __init__(self, name: str, kernel: bool, flood: bool, monitor: bool = False) -> None:
         self.name = name
         self.kernel = kernel
         self.flood = flood  # receives flooded frames (off for carp TAPs: the carp hooks decide)
+        self.monitor = monitor  # also gets a copy of unicast frames switched to other ports
         self.link_up = True
         self.counters = PortCounters()
         self.outq: list[bytes] = []
@@ -91,6 +104,7 @@ class Switch:
         ageing: float = DEFAULT_AGEING,
         vnet_hdr: int = 0,
         max_entries: int = DEFAULT_MAX_ENTRIES,
+        learn_arp: bool = False,
     ) -> None:
         if vnet_hdr not in (0, 10, 12):
             raise ValueError(f"vnet_hdr must be 0, 10 or 12, not {vnet_hdr}")
@@ -98,6 +112,7 @@ class Switch:
             raise ValueError(f"ageing must be positive, not {ageing}")
         self.name = name
         self.hub = hub
+        self.learn_arp = learn_arp  # learning-arp mode (hub takes precedence)
         self.ageing = ageing
         self.vnet_hdr = vnet_hdr
         self.max_entries = max_entries
@@ -111,18 +126,38 @@ class Switch:
         self._special: frozenset[bytes] = frozenset()
         self._owners: dict[bytes, Port] = {}  # special MACs of our own kernel ports
         self._inject_flood: tuple[Callable[[bytes], None], ...] = ()
+        self._monitors: tuple[Port, ...] = ()  # monitor ports with link, for _mirror
         self._zero_hdr = bytes(vnet_hdr)
         self._next_sweep = 0.0
 
     # -- configuration -------------------------------------------------------------------------
 
-    def add_port(self, name: str, *, kernel: bool = False, flood: bool = True) -> Port:
+    @property
+    def mode(self) -> str:
+        """One of MODES, as the node file and status name it."""
+        return "hub" if self.hub else "learning-arp" if self.learn_arp else "learning"
+
+    @mode.setter
+    def mode(self, value: str) -> None:
+        if value not in MODES:
+            raise ValueError(f"switch {self.name}: mode {value!r} is not one of {', '.join(MODES)}")
+        self.hub = value == "hub"
+        self.learn_arp = value == "learning-arp"
+
+    def add_port(
+        self, name: str, *, kernel: bool = False, flood: bool = True, monitor: bool = False
+    ) -> Port:
         if name in self.ports:
             raise ValueError(f"switch {self.name}: port {name} exists")
-        port = Port(name, kernel, flood)
+        port = Port(name, kernel, flood, monitor)
         self.ports[name] = port
         self._recompute()
         return port
+
+    def set_monitor(self, name: str, monitor: bool) -> None:
+        """Make a port a monitor port (or a plain one again), live."""
+        self.ports[name].monitor = monitor
+        self._recompute()
 
     def remove_port(self, name: str) -> None:
         port = self.ports.pop(name)
@@ -182,6 +217,7 @@ class Switch:
         self._inject_flood = tuple(
             q.outq.append for q in ports if q.flood and q.link_up and not q.kernel
         )
+        self._monitors = tuple(q for q in ports if q.monitor and q.link_up)
 
     def _forget(self, port: Port) -> None:
         table = self._table
@@ -251,7 +287,14 @@ class Switch:
             self.expire(now)
         if self.hub:
             self._forward_hub(now, port, frames)
-            return
+        elif self.learn_arp:
+            self._forward_learning_arp(now, port, frames)
+        else:
+            self._forward_learning(now, port, frames)
+
+    def _forward_learning(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
+        """The hot path: learn the source, switch by destination."""
+        c = port.counters
         o = self.vnet_hdr
         o6 = o + 6
         o12 = o + 12
@@ -259,6 +302,7 @@ class Switch:
         table = self._table
         get = table.get
         flood = port._flood
+        mirror = self._monitors
         for frame in frames:
             if len(frame) < minlen:
                 c.rx_malformed += 1
@@ -284,8 +328,42 @@ class Switch:
                     self._to_special(now, port, frame, d)
                 elif q is not port:
                     q.outq.append(frame)
+                    if mirror:
+                        self._mirror(port, q, frame)
                 else:
                     c.rx_same_port += 1
+
+    def _forward_learning_arp(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
+        """learning-arp: an ARP packet's sender hardware address is learned on the ingress
+        port before the packet is switched; the frames around it go through the hot path in
+        order, so the table changes exactly where a per-frame switch would change it."""
+        at = self.vnet_hdr + 12
+        start = 0
+        for i, frame in enumerate(frames):
+            if frame[at : at + 2] == _ETH_P_ARP:
+                if i > start:
+                    self._forward_learning(now, port, frames[start:i])
+                self._learn_arp(now, port, frame)
+                start = i
+        self._forward_learning(now, port, frames[start:] if start else frames)
+
+    def _learn_arp(self, now: float, port: Port, frame: bytes) -> None:
+        a = self.vnet_hdr + ETH_HLEN
+        # Ethernet hardware addresses only; a short packet is switched, never parsed
+        if len(frame) < a + _ARP_LEN or frame[a : a + 2] != _ARP_ETHER or frame[a + 4] != 6:
+            return
+        sha = frame[a + 8 : a + 14]
+        e = self._table.get(sha)
+        if e is not None and e[0] is port:
+            e[1] = now
+        else:
+            self._learn(now, port, sha, e)
+
+    def _mirror(self, ingress: Port | None, dest: Port, frame: bytes) -> None:
+        """A copy of a unicast frame switched to `dest` for every monitor port but the two."""
+        for m in self._monitors:
+            if m is not ingress and m is not dest:
+                m.outq.append(frame)
 
     def _forward_hub(self, now: float, port: Port, frames: Sequence[bytes]) -> None:
         o = self.vnet_hdr
@@ -358,6 +436,8 @@ class Switch:
             if not owner.link_up:
                 return _SPECIAL
             owner.outq.append(frame)
+            if self._monitors:
+                self._mirror(port, owner, frame)
         elif self.hub or frame[o] & 1 or learned is None:
             flood = port._flood
             if not flood:
@@ -368,6 +448,8 @@ class Switch:
             return port
         else:
             learned.outq.append(frame)
+            if self._monitors:
+                self._mirror(port, learned, frame)
         return None
 
     def _multicast(self, now: float, port: Port, frame: bytes) -> bool:
@@ -450,6 +532,8 @@ class Switch:
             target = d[2] if d[0] is _SPECIAL else d[0]
         if target is not None and not target.kernel and not wire[o] & 1:
             target.outq.append(wire)
+            if self._monitors:
+                self._mirror(None, target, wire)
             return 1
         for append in self._inject_flood:
             append(wire)

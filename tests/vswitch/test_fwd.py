@@ -1,5 +1,6 @@
 """The pure forwarding core: learning, ageing, flooding, hub, special MACs, hooks, vnet_hdr."""
 
+import itertools
 from collections.abc import Sequence
 
 import pytest
@@ -637,3 +638,197 @@ def test_every_frame_is_forwarded_or_dropped_with_one_reason(
         c = sw.ports[name].counters
         mine = sum(1 for t in forwarded if ingress[t] == name)
         assert c.rx_packets == mine + sum(getattr(c, d) for d in DROPS), name
+
+
+# -- learning-arp mode and monitor ports (design.md §2) ---------------------------------------
+
+
+def arp(sha: bytes, eth_src: bytes, op: int = 2, dst: bytes = BCAST, htype: int = 1) -> bytes:
+    """An Ethernet frame carrying an ARP packet whose sender hardware address is `sha`."""
+    body = htype.to_bytes(2, "big") + b"\x08\x00\x06\x04" + op.to_bytes(2, "big")
+    body += sha + bytes([192, 0, 2, 10]) + bytes(6) + bytes([192, 0, 2, 1])
+    return eth(dst, eth_src, body, b"\x08\x06")
+
+
+def test_mode_names_hub_and_arp_learning() -> None:
+    sw = Switch("s")
+    assert sw.mode == "learning"
+    sw.mode = "learning-arp"
+    assert (sw.hub, sw.learn_arp, sw.mode) == (False, True, "learning-arp")
+    sw.mode = "hub"
+    assert (sw.hub, sw.learn_arp) == (True, False)
+    assert Switch("s", learn_arp=True).mode == "learning-arp"
+    with pytest.raises(ValueError, match="mode 'bridge' is not one of learning, hub"):
+        sw.mode = "bridge"
+    assert sw.mode == "hub"  # a refused mode changes nothing
+
+
+@pytest.mark.parametrize("mode", ["learning", "learning-arp"])
+def test_arp_sender_address_is_learned_only_in_learning_arp(mode: str) -> None:
+    sw, p1, p2, _ = three()
+    sw.mode = mode
+    # an ip-stealth node answers from its own MAC A with the virtual MAC as sender address
+    sw.forward(1.0, p1, [arp(VMAC, A)])
+    out(sw)
+    sw.forward(2.0, p2, [eth(VMAC, B)])
+    if mode == "learning-arp":
+        assert sw.lookup(VMAC) == "p1" and sw.lookup(A) == "p1"
+        assert out(sw) == {"p1": [eth(VMAC, B)]}  # no longer flooded: balancing breaks
+    else:
+        assert sw.lookup(VMAC) is None
+        assert sorted(out(sw)) == ["p1", "p3"]  # the virtual MAC keeps being flooded
+
+
+def test_arp_learning_follows_frame_order_within_a_batch() -> None:
+    sw, p1, p2, _ = three(learn_arp=True)
+    to_vmac = eth(VMAC, B)
+    sw.forward(1.0, p2, [eth(BCAST, B)])  # learn B on p2
+    out(sw)
+    sw.forward(2.0, p1, [eth(B, A, b"1"), arp(VMAC, A), eth(B, A, b"2")])
+    assert out(sw) == {"p2": [eth(B, A, b"1"), arp(VMAC, A), eth(B, A, b"2")], "p3": [arp(VMAC, A)]}
+    sw.forward(3.0, p2, [to_vmac, arp(VMAC, B), to_vmac])
+    # the first goes to where the virtual MAC was; after the ARP it is on the ingress port
+    assert out(sw) == {"p1": [to_vmac, arp(VMAC, B)], "p3": [arp(VMAC, B)]}
+    assert p2.counters.rx_same_port == 1
+    assert sw.lookup(VMAC) == "p2"
+
+
+def test_arp_learning_skips_what_is_not_an_ethernet_arp_packet() -> None:
+    sw, p1, _, _ = three(learn_arp=True)
+    short = arp(VMAC, A)[:30]
+    token_ring = arp(VMAC, A, htype=6)
+    sw.forward(1.0, p1, [short, token_ring, arp(BCAST, A), arp(bytes(6), A)])
+    assert sw.lookup(VMAC) is None
+    assert sw.table_size == 1  # only A, the Ethernet source
+    assert len(out(sw)["p2"]) == 4  # all still switched
+    assert p1.counters.rx_malformed == 0
+
+
+def test_arp_learning_with_a_vnet_header() -> None:
+    sw = Switch("s", vnet_hdr=10, learn_arp=True)
+    p1, p2 = sw.add_port("p1"), sw.add_port("p2")
+    hdr = b"\x01" + bytes(9)
+    sw.forward(1.0, p1, [hdr + arp(VMAC, A)])
+    assert sw.lookup(VMAC) == "p1"
+    assert out(sw) == {"p2": [hdr + arp(VMAC, A)]}
+    sw.forward(2.0, p2, [hdr + eth(VMAC, B)])
+    assert out(sw) == {"p1": [hdr + eth(VMAC, B)]}
+
+
+def test_arp_learning_of_a_special_mac_keeps_it_special() -> None:
+    sw, p1, p2, host, carp = with_carp()
+    sw.mode = "learning-arp"
+    rec = Recorder(switch=True)
+    sw.on_special = rec.special
+    sw.set_special_macs([VMAC])
+    sw.forward(1.0, carp, [arp(VMAC, A)])  # from our own kernel: never a location
+    assert sw.lookup(VMAC) is None
+    sw.forward(1.0, p2, [arp(VMAC, B)])  # another node answers on the segment
+    out(sw)
+    assert sw.lookup(VMAC) == "p2"
+    sw.forward(2.0, p1, [eth(VMAC, C)])
+    assert len(rec.calls) == 1 and out(sw) == {"p2": [eth(VMAC, C)]}
+    assert host.counters.rx_packets == 0
+
+
+def test_monitor_port_gets_a_copy_of_unicast_switched_elsewhere() -> None:
+    sw, p1, p2, p3 = three()
+    sw.set_monitor("p3", True)
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.forward(1.0, p2, [eth(BCAST, B)])
+    assert out(sw) == {
+        "p2": [eth(BCAST, A)],
+        "p3": [eth(BCAST, A), eth(BCAST, B)],
+        "p1": [eth(BCAST, B)],
+    }  # floods reach the monitor once, as every port
+    sw.forward(2.0, p1, [eth(B, A, b"1"), eth(C, A, b"2")])  # C unknown: flooded, one copy
+    assert out(sw) == {
+        "p2": [eth(B, A, b"1"), eth(C, A, b"2")],
+        "p3": [eth(B, A, b"1"), eth(C, A, b"2")],
+    }
+    sw.forward(3.0, p3, [eth(A, C)])  # the monitor's own frame is not copied back to it
+    assert out(sw) == {"p1": [eth(A, C)]}
+    sw.forward(4.0, p1, [eth(C, A)])  # a frame for the monitor port itself: one copy
+    assert out(sw) == {"p3": [eth(C, A)]}
+    sw.set_link("p3", False)
+    sw.forward(5.0, p1, [eth(B, A)])
+    assert out(sw) == {"p2": [eth(B, A)]}
+    sw.set_link("p3", True)
+    sw.set_monitor("p3", False)
+    sw.forward(6.0, p1, [eth(B, A)])
+    assert out(sw) == {"p2": [eth(B, A)]}
+
+
+def test_monitor_sees_special_macs_switched_normally_and_injected_unicast() -> None:
+    sw, p1, p2, _, carp = with_carp()
+    mon = sw.add_port("mon", monitor=True)
+    own = bytes.fromhex("02aaaaaaaaaa")
+    sw.on_special = Recorder(switch=True).special
+    sw.forward(1.0, p2, [eth(BCAST, VMAC)])  # another master's virtual MAC behind p2
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.set_special_macs([VMAC], owners={own: "host"})
+    out(sw)
+    sw.forward(2.0, p1, [eth(VMAC, A), eth(own, A)])
+    assert out(sw) == {
+        "p2": [eth(VMAC, A)],
+        "host": [eth(own, A)],
+        "mon": [eth(VMAC, A), eth(own, A)],
+    }
+    assert sw.inject(eth(A, own, b"reply")) == 1  # the node's own unicast, by destination
+    assert out(sw) == {"p1": [eth(A, own, b"reply")], "mon": [eth(A, own, b"reply")]}
+    assert sw.inject(eth(A, own, b"to"), "p1") == 1  # out of a named port: not switched
+    assert out(sw) == {"p1": [eth(A, own, b"to")]}
+    assert mon.counters.rx_packets == 0 and carp.counters.rx_packets == 0
+
+
+def test_hook_output_is_not_mirrored() -> None:
+    sw, p1, _, _, _ = with_carp()
+    sw.add_port("mon", monitor=True)
+    f = eth(VMAC, A)
+    sw.on_special = Recorder(emits=[("carp0", f)]).special
+    sw.set_special_macs([VMAC])
+    sw.forward(1.0, p1, [f])
+    assert out(sw) == {"carp0": [f]}
+
+
+EXTRA = [VMAC, bytes.fromhex("020000000009")]
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 2),
+            st.sampled_from(MACS),
+            st.sampled_from(MACS[:4]),
+            st.one_of(st.none(), st.sampled_from([*MACS[:4], *EXTRA])),
+        ),
+        max_size=30,
+    ),
+    st.integers(1, 8),
+)
+def test_learning_arp_batches_switch_like_single_frames(
+    traffic: list[tuple[int, bytes, bytes, bytes | None]], size: int
+) -> None:
+    """However a port's frames are batched, the outputs are those of frame-by-frame switching."""
+    one, many = Switch("a", learn_arp=True), Switch("b", learn_arp=True)
+    for sw in (one, many):
+        for name in ("p1", "p2", "p3"):
+            sw.add_port(name, monitor=name == "p3")
+    frames = [
+        (pi, arp(sha, src, dst=dst) if sha else eth(dst, src, i.to_bytes(2, "big")))
+        for i, (pi, dst, src, sha) in enumerate(traffic)
+    ]
+    singles: list[tuple[str, bytes]] = []
+    for pi, frame in frames:
+        one.forward(1.0, one.ports[f"p{pi + 1}"], [frame])
+        singles += [(p.name, f) for p, fs in one.drain() for f in fs]
+    batched: list[tuple[str, bytes]] = []
+    # runs of frames from one port, cut into batches of `size`
+    for pi, group in itertools.groupby(frames, key=lambda x: x[0]):
+        run = [f for _, f in group]
+        for start in range(0, len(run), size):
+            many.forward(1.0, many.ports[f"p{pi + 1}"], run[start : start + size])
+            batched += [(p.name, f) for p, fs in many.drain() for f in fs]
+    assert sorted(batched) == sorted(singles)
+    assert one.entries(1.0) == many.entries(1.0)
