@@ -154,6 +154,9 @@ class DataPlane:
         self._monitors: dict[str | None, LinkMonitor] = {}
         self._watch: dict[tuple[str | None, str], tuple[SwitchRuntime, str]] = {}
         self._busy: set[SwitchRuntime] = set()
+        # called after every forwarding batch: the node's protocol clock gets its turn between
+        # two batches, not only after every ready port's batch of a loop iteration
+        self.between_batches: Callable[[], None] | None = None
         self.closed = False
         self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
@@ -313,6 +316,8 @@ class DataPlane:
             finally:
                 self._busy.discard(rt)
             self._flush(rt)
+            if self.between_batches is not None:
+                self.between_batches()
         if dev.failed is not None:
             # the device is gone for good (e.g. its namespace was deleted): stop polling it
             for fd_ in dev.fds:

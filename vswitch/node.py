@@ -139,6 +139,7 @@ class Node:
             fwd.on_multicast = self._on_multicast(name)
             fwd.egress_filter = self._egress(name)
         self.dataplane.on_link = self._on_port_link
+        self.dataplane.between_batches = self._due
         self.refresh()
         now = self.clock()
         actions = self.host.start(now)
@@ -316,6 +317,15 @@ class Node:
         self._timer_deadline = deadline
         if deadline is not None:
             self._timer = self.clock.call_at(deadline, self._fire)
+
+    def _due(self) -> None:
+        """Between two forwarding batches: a protocol deadline that has passed fires now, so an
+        advertisement waits for one batch at most, not for a whole loop iteration of them."""
+        deadline = self._timer_deadline
+        if deadline is not None and self.clock() >= deadline:
+            if self._timer is not None:
+                self._timer.cancel()
+            self._fire()
 
     def _fire(self) -> None:
         self._timer = None

@@ -799,3 +799,32 @@ def test_signals_are_held_until_released() -> None:
     finally:
         held.release()
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+# -- the protocol's turn between forwarding batches (issue 10, item 3) ------------------------
+
+FRAME = bytes.fromhex("ffffffffffff020000000099") + b"\x88\xb5" + bytes(46)
+
+
+def test_a_passed_deadline_fires_after_the_next_batch(harness: Callable[..., None]) -> None:
+    async def scenario(h: Harness) -> None:
+        h.to_master()
+        assert len(h.adverts()) == 1
+        (timer,) = [t for t in h.clock.timers if not (t.cancelled or t.fired)]
+        h.clock.now = timer.when + 0.001  # the deadline passed; the loop's timer has not run
+        h.dev("vm1").receive(FRAME)  # a batch to forward
+        await until(lambda: len(h.adverts()) == 2)
+        assert timer.cancelled  # fired from the data plane, the loop's timer dropped
+        assert h.clock.pending == [h.clock.now + 1.0]  # and the next advertisement armed
+
+    harness(scenario)
+
+
+def test_nothing_fires_between_batches_before_the_deadline(harness: Callable[..., None]) -> None:
+    async def scenario(h: Harness) -> None:
+        h.to_master()
+        h.dev("vm1").receive(FRAME)
+        await until(lambda: FRAME in h.dev("up0").out)
+        assert len(h.adverts()) == 1 and len(h.clock.pending) == 1
+
+    harness(scenario)
