@@ -4,20 +4,8 @@ import time
 
 import pytest
 
-from vswitch.config import ConfigError, loads_config
-
-HEAD = """
-[node]
-name = "gw-a"
-[switch.lan0]
-host = ["192.0.2.2/24"]
-"""
-
-
-def errors_of(text: str) -> list[str]:
-    with pytest.raises(ConfigError) as info:
-        loads_config(text)
-    return info.value.errors
+from tests.vswitch.test_config import HEAD, errors_of
+from vswitch.config import loads_config
 
 
 def carp(addresses: str, extra: str = "") -> str:
