@@ -50,7 +50,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from carp.timing import master_down_us, seconds
 from vswitch.ctl.client import EventReader
@@ -361,7 +361,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
 
     head = ["fault", "n", "one master in bound", "ping ok", "settle med/max", "dual-master med/max"]
     head.append("no-master med/max")
-    rows = [head]
+    rows: list[list[str]] = []
     for kind, s in summary.items():
         rows.append(
             [
@@ -374,9 +374,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 cell(s["none"]),
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]]) + "\n(seconds, after the heal)"
+    return text_table(head, rows) + "\n(seconds, after the heal)"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -47,7 +47,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from carp.timing import interval_us, master_down_us, seconds
 from vswitch.lab import timeline
@@ -484,7 +484,7 @@ def load_table(runs: list[LoadRun]) -> str:
         "backup MASTER for",
         "master alive",
     ]
-    rows = [head]
+    rows: list[list[str]] = []
     for r in runs:
         rows.append(
             [
@@ -498,14 +498,7 @@ def load_table(runs: list[LoadRun]) -> str:
             ]
         )
     title = f"False takeovers with advbase 0 under {LOAD_STREAMS} TCP streams through the master"
-    return "\n".join([title, *columns(rows)])
-
-
-def columns(rows: list[list[str]]) -> list[str]:
-    """Rows as left-aligned columns, a rule under the first."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return [lines[0], "-" * len(lines[0]), *lines[1:]]
+    return title + "\n" + text_table(head, rows)
 
 
 def fmt(value: float | None) -> str:
@@ -550,7 +543,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
         return f"{s['median']:.3f} [{s['min']:.3f}-{s['max']:.3f}]{ratio}"
 
     head = ["", "advskew m/b", "master-down", "takeover: median [min-max] (vs ucarp)", "outage"]
-    rows = [head]
+    rows: list[list[str]] = []
     for key, s in summary.items():
         sc = SCENARIOS[key]
         rows.append(
@@ -562,7 +555,7 @@ def table(summary: dict[str, dict[str, Any]]) -> str:
                 cell(s["outage"]),
             ]
         )
-    return "\n".join(columns(rows)) + "\n(seconds)"
+    return text_table(head, rows) + "\n(seconds)"
 
 
 def main(argv: list[str] | None = None) -> int:

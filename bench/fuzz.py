@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv6Address
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from carp.timing import master_down_us, seconds
 from vswitch import tomlw
@@ -437,7 +437,7 @@ def table(runs: list[PortRun], failovers: list[Failover]) -> str:
         "alive",
         "accounted",
     ]
-    rows = [head]
+    rows: list[list[str]] = []
     for r in runs:
         reasons = ", ".join(
             f"{k} {v}" for k, v in nonzero({x: r.drops.get(x, 0) for x in RX_DROPS}).items()
@@ -460,11 +460,7 @@ def table(runs: list[PortRun], failovers: list[Failover]) -> str:
                 "yes" if r.handed_ok and r.split_ok else "NO",
             ]
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    lines = [
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
-    ]
-    out = [lines[0], "-" * len(lines[0]), *lines[1:], LEGEND, ""]
+    out = [text_table(head, rows), LEGEND, ""]
     for f in failovers:
         took = "none" if f.takeover is None else f"{f.takeover:.3f} s"
         out.append(

@@ -52,7 +52,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from carp.timing import interval_us, seconds
 from vswitch import netlink
@@ -390,18 +390,20 @@ def table(
 
     cli_ok, gap_ok, fd_ok = oks
     rows = [
-        ("", "quiet", "attack", "bound", "ok"),
         ("CLI status, median s", cli(before, "median"), cli(during, "median"), "", ""),
         ("CLI status, max s", cli(before, "max"), cli(during, "max"), f"< {CLI_LIMIT:g}", ""),
         ("CLI failures", failures(before), failures(during), "0", yes(cli_ok)),
         ("adverts seen", str(before.adverts), str(during.adverts), "", ""),
-        ("largest advert gap s", fmt(before.max_gap), fmt(during.max_gap), f"< {gap_bound:.3f}"),
+        (
+            "largest advert gap s",
+            fmt(before.max_gap),
+            fmt(during.max_gap),
+            f"< {gap_bound:.3f}",
+            yes(gap_ok),
+        ),
         ("descriptors, max", str(before.fd_max), str(during.fd_max), f"<= {fd_bound}", yes(fd_ok)),
     ]
-    rows[5] = (*rows[5], yes(gap_ok))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return text_table(("", "quiet", "attack", "bound", "ok"), rows)
 
 
 def fmt(value: float | None) -> str:

@@ -1,10 +1,12 @@
-"""What every benchmark script does with its results: one JSON file under bench/results/."""
+"""What every benchmark script does with its results: one JSON file under bench/results/, and
+its tables as text."""
 
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 
@@ -43,3 +45,14 @@ def write_report(directory: str, name: str, report: dict[str, Any]) -> str:
         f.write("\n")
     print(f"written {path}", file=sys.stderr)
     return path
+
+
+def text_table(headers: Sequence[str], rows: Iterable[Sequence[str]], *, rule: bool = True) -> str:
+    """Left-aligned columns two spaces apart, a rule under the header line unless `rule` is
+    False; no trailing blanks. Every row has as many cells as `headers`."""
+    cells = [list(headers), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    if rule:
+        lines.insert(1, "-" * len(lines[0]))
+    return "\n".join(lines)

@@ -40,7 +40,7 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from vswitch.ctl.client import EventReader, NodeUnavailable
 from vswitch.lab.gateway import UPSTREAM, Gateway, GatewayLab, pair_specs
@@ -225,7 +225,7 @@ def verdict(samples: list[Sample], start: float, warmup: float) -> dict[str, Any
 
 def table(per_node: dict[str, dict[str, Any]], activity: Activity, exits: list[str]) -> str:
     head = ["node", "RSS at warm-up", "max after", "end", "growth", "fd floors", "fd max", "ok"]
-    rows = [head]
+    rows: list[list[str]] = []
     for name, v in per_node.items():
         if "rss_warm_kib" not in v:
             rows.append([name, "-", "-", "-", "-", "-", "-", "NO"])
@@ -243,12 +243,11 @@ def table(per_node: dict[str, dict[str, Any]], activity: Activity, exits: list[s
                 "yes" if v["ok"] else "NO",
             ]
         )
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     a = activity
     mbps = f"{statistics.median(a.iperf_mbps):.1f} Mbit/s median" if a.iperf_mbps else "-"
     slowest = f"{max(a.status_seconds):.2f}" if a.status_seconds else "-"
-    lines += [
+    lines = [
+        text_table(head, rows),
         "",
         f"iperf3 runs {a.iperf_runs} ({a.iperf_failed} failed, {mbps}); link flaps {a.flaps}",
         f"vswitch status {a.status_calls} ({a.status_failed} failed, slowest {slowest} s); "
@@ -257,7 +256,7 @@ def table(per_node: dict[str, dict[str, Any]], activity: Activity, exits: list[s
         f"the long ones {a.events}",
         f"unexpected node exits: {len(exits)} {exits or ''}".rstrip(),
     ]
-    return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
+    return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:

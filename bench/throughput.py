@@ -40,7 +40,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 import vswitch
 from vswitch import tomlw
@@ -476,20 +476,19 @@ def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
 def table(results: dict[str, dict[str, float]]) -> str:
     rel = ratios(results)
     paths = list(results)
-    head = f"{'':38}" + "".join(f"{p:>22}" for p in paths)
-    lines = [head]
+    rows: list[list[str]] = []
     for m in METRICS:
-        row = f"{f'{m.label} ({m.unit}) vs {m.baseline}':38}"
+        row = [f"{m.label} ({m.unit}) vs {m.baseline}"]
         for p in paths:
             value = results[p].get(m.key)
             if value is None:
-                row += f"{'-':>22}"
+                row.append("-")
                 continue
             ratio = rel.get(p, {}).get(m.key)
             mark = " (base)" if p == m.baseline else f" ({ratio:.2f}x)" if ratio else ""
-            row += f"{value:>13.3f}{mark:>9}"
-        lines.append(row)
-    return "\n".join(lines)
+            row.append(f"{value:.3f}{mark}")
+        rows.append(row)
+    return text_table(["", *paths], rows, rule=False)
 
 
 def picture(results: dict[str, dict[str, float]], title: str) -> timeline.Figure:

@@ -18,7 +18,7 @@ import time
 from ipaddress import IPv6Address, ip_interface
 from typing import Any
 
-from report import host_info, write_report
+from report import host_info, text_table, write_report
 
 from carp.actions import Transmit
 from carp.constants import Balancing
@@ -26,6 +26,7 @@ from carp.host import CarpHost
 from carp.params import CarpDev, CarpIfParams, CarpNodeParams, Sysctls
 from vswitch.lab.gateway import GatewayLab, GatewaySpec
 from vswitch.lab.netns import preflight
+from vswitch.lab.procstat import rss_kib
 
 VHIDS = 255
 PASS = "vhids-bench"
@@ -60,11 +61,8 @@ def cpu_seconds(pid: int) -> float:
 
 
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return float("nan")
+    kib = rss_kib(pid)
+    return float("nan") if kib is None else kib / 1024
 
 
 def node_figures(lab: GatewayLab, window: float) -> dict[str, dict[str, float]]:
@@ -168,10 +166,15 @@ def main(argv: list[str] | None = None) -> int:
         "host": host_info(load),
     }
     print(f"255 vhids at advbase 1, {window:g} s window (election took {took:.1f} s)")
-    print(f"{'':10} {'CPU % of a core':>16} {'RSS MiB':>8}")
-    for name, figures in nodes.items():
-        role = "master" if name == "gwa" else "backup"
-        print(f"{name + ' ' + role:10} {figures['cpu_percent']:16.2f} {figures['rss_mib']:8.1f}")
+    rows = [
+        (
+            f"{name} {'master' if name == 'gwa' else 'backup'}",
+            f"{figures['cpu_percent']:.2f}",
+            f"{figures['rss_mib']:.1f}",
+        )
+        for name, figures in nodes.items()
+    ]
+    print(text_table(("", "CPU % of a core", "RSS MiB"), rows, rule=False))
     print(
         f"core: {core['send_us']:.1f} us per advertisement sent, "
         f"{core['receive_us']:.1f} us per advertisement received "

@@ -1,15 +1,14 @@
 """The DataPlane runtime on uvloop with socket-pair devices (no privileges needed)."""
 
-import asyncio
 import errno
 import socket
 import struct
-import time
 from collections.abc import Awaitable, Callable, Sequence
 
 import pytest
 import uvloop
 
+from tests.vswitch.polling import until
 from tests.vswitch.test_ports import FakePort
 from vswitch.dataplane import DROP_REASONS, RX_DROPS, DataPlane
 from vswitch.fwd import Emit
@@ -39,14 +38,6 @@ class Far:
                 self.got.append(self.sock.recv(4096))
             except BlockingIOError:
                 return self.got
-
-
-async def until(cond: Callable[[], bool], deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.005)
 
 
 def run(scenario: Callable[[DataPlane], Awaitable[None]]) -> None:

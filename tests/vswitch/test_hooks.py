@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -17,6 +16,7 @@ import pytest
 from carp.actions import CarrierChanged, Reason, StateChanged
 from carp.constants import State
 from tests.vswitch.loops import Run
+from tests.vswitch.polling import until
 from vswitch import hooks
 from vswitch.events import EventBus
 from vswitch.hooks import ALL_STATES, HookRunner, HookSpec, hook_environment
@@ -28,14 +28,6 @@ def sh(script: str, timeout: float = 10.0, on: frozenset[str] = ALL_STATES) -> H
 
 def transition(bus: EventBus, vhid: int, old: State, new: State) -> None:
     bus.publish_actions(1.0, [StateChanged("carp0", vhid, old, new, Reason.MASTER_DOWN)])
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 def lines(path: Path) -> list[str]:

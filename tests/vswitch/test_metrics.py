@@ -17,6 +17,7 @@ from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import FakeNode
 from tests.vswitch.loops import Run
+from tests.vswitch.polling import until
 from vswitch.metrics import CONTENT_TYPE, Family, MetricsServer, exposition, parse_listen, render
 from vswitch.status import NodeStatus
 
@@ -251,14 +252,6 @@ def test_render_failure_is_a_500() -> None:
             await server.close()
 
     asyncio.run(scenario())
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not condition():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
 
 
 def open_fds() -> int:

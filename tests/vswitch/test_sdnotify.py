@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.vswitch.fakenode import FakeNode
+from tests.vswitch.polling import until
 from vswitch.sdnotify import Notifier, socket_address, status_text, watchdog_usec
 
 
@@ -164,17 +165,27 @@ def test_the_watchdog_pings_from_the_event_loop_until_stopped(manager: Manager) 
     notifier = Notifier.from_env(dict(manager.env, WATCHDOG_USEC="20000"))  # every 10 ms
 
     async def main() -> None:
-        stop = notifier.start_watchdog(asyncio.get_running_loop())
+        loop = asyncio.get_running_loop()
+        stop = notifier.start_watchdog(loop)
         received: list[bytes] = []
-        deadline = time.monotonic() + 10
-        while len(received) < 3 and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)
-            received += manager.pending()
+
+        def three_pings() -> bool:
+            received.extend(manager.pending())
+            return len(received) >= 3
+
+        await until(three_pings, "three watchdog pings")
         stop()
         assert received[:3] == [b"WATCHDOG=1"] * 3
         sent = notifier.sent
-        await asyncio.sleep(0.05)  # several intervals: a stopped watchdog sends nothing more
-        assert notifier.sent == sent
+        # A sentinel from a timer three intervals on: the loop runs its timers in deadline
+        # order, so a ping still scheduled (due within one interval) would be queued before it.
+        interval = notifier.watchdog_interval()
+        assert interval is not None
+        sentinel = loop.create_future()
+        loop.call_later(3 * interval, lambda: sentinel.set_result(notifier.status("sentinel")))
+        assert await sentinel
+        assert manager.pending() == [b"STATUS=sentinel"]
+        assert notifier.sent == sent + 1
 
     asyncio.run(main())
 
