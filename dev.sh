@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$(readlink -f "$0")")"
 
 DEB_PACKAGES=(python3 python3-venv python3-dev gcc iproute2 iputils-ping procps tcpdump tshark
-              ucarp iperf3 vde2 netsniff-ng zsh)
+              ucarp iperf3 vde2 netsniff-ng zsh qemu-system-x86)
 
 setup_debian() {
     command -v dpkg-query >/dev/null || return 0

@@ -112,6 +112,7 @@ class NodeDevices:
         except OSError as exc:
             where = f"switch.{name}.offload"
             raise refused(where, "not available", exc, "set offload = false") from exc
+        fwd.mode = sw.mode  # learning, hub or learning-arp
         own_mac = parse_mac(sw.host_mac) if sw.host_mac else local_mac()
         ipv4 = next((a.ip for a in sw.host if isinstance(a, IPv4Interface)), None)
         ipv6: IPv6Address | None = None

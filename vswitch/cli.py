@@ -54,6 +54,24 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "vswitch.ctl.reload",
         "Make a running node re-read its configuration; a bad file is refused with every error.",
     ),
+    "port": (
+        "vswitch.ctl.port",
+        "Add a port to a running node's switch, or delete one: `port add SWITCH NAME key=value "
+        "...`.",
+    ),
+    "explain": (
+        "vswitch.ctl.explain",
+        "Say why each carpnode of a running node is MASTER, BACKUP or INIT, in carp(4)'s terms.",
+    ),
+    "impair": (
+        "vswitch.ctl.impair",
+        "Impair a running node's port live: delay, jitter, loss, rate, partition; or clear it.",
+    ),
+    "capture": (
+        "vswitch.ctl.capture",
+        "Capture a running node's switch ports live as pcapng: `capture lan0 -w - | wireshark -k "
+        "-i -`.",
+    ),
     "completion": (
         "vswitch.ctl.complete",
         "Print a bash or zsh completion script for vswitch, generated from its argument parser.",

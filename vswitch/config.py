@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Iterator, Mapping
 from ipaddress import IPv4Interface, IPv6Interface
 from pathlib import PurePath
-from typing import Annotated, Any, Literal, Self
+from typing import Annotated, Any, Literal, Self, get_origin
 
 from pydantic import BeforeValidator, Field, ValidationError, field_validator, model_validator
 from pydantic_core import ErrorDetails
@@ -25,16 +25,23 @@ from carp.ifconfig import Loc
 from carp.params import CarpIfParams, Sysctls
 from vswitch.configtypes import (
     DEFAULT_METRICS,
-    STATES,
+    Account,
     Argv,
+    FileMode,
+    Impair,
     LogTarget,
     Metrics,
     Netns,
     NodeName,
     Seconds,
+    SocketDir,
     SocketPath,
     States,
     SwitchMode,
+    UdpPort,
+    Unicast,
+    Vni,
+    hook_states,
 )
 from vswitch.paths import RUN_DIR as CONTROL_DIR  # noqa: F401 - the name tests/vswitch know
 from vswitch.paths import default_socket
@@ -56,13 +63,16 @@ class NodeSection(Model):
 
 
 class TapPortConfig(Model):
-    """A TAP device the switch creates, optionally moved into a network namespace."""
+    """A TAP device the switch creates, optionally moved into a network namespace: a named one,
+    a namespace file (/proc/PID/ns/net, a container's) or pid:PID."""
 
     name: IfName
     type: Literal["tap"]
     ifname: IfName | None = None  # the kernel's name for it; default: the port name
     netns: Netns | None = None
     mac: Mac | None = None
+    monitor: bool = False  # also gets a copy of every unicast frame switched to other ports
+    impair: Impair = None  # delay, jitter, loss, rate, partition (vswitch/impair.py); live
 
     @model_validator(mode="after")
     def _default_ifname(self) -> Self:
@@ -77,10 +87,94 @@ class RawPortConfig(Model):
     name: IfName
     type: Literal["raw"]
     ifname: Annotated[IfName, Field(description="the interface to attach to")]
+    monitor: bool = False  # also gets a copy of every unicast frame switched to other ports
+    impair: Impair = None  # delay, jitter, loss, rate, partition (vswitch/impair.py); live
+
+
+class StreamPortConfig(Model):
+    """A Unix stream socket the node listens on for one peer at a time (QEMU's `-netdev
+    stream,server=off,addr.type=unix,addr.path=PATH`): a 4-byte length, then the frame."""
+
+    name: IfName
+    type: Literal["stream"]
+    path: Annotated[
+        SocketPath,
+        Field(description='the socket to listen on, e.g. path = "/run/vswitch/vm1.sock"'),
+    ]
+    # who may connect: the socket's owner, group and mode (default 0600, 0660 with a group)
+    owner: Account | None = None
+    group: Account | None = None
+    mode: FileMode | None = None
+    monitor: bool = False  # also gets a copy of every unicast frame switched to other ports
+    impair: Impair = None  # delay, jitter, loss, rate, partition (vswitch/impair.py); live
+
+
+class VdePortConfig(Model):
+    """A vde_switch-compatible directory (`DIR/ctl`): vde_plug, vde_plug2tap and QEMU's `-netdev
+    vde,sock=DIR` connect; every client becomes its own switch port NAME/N."""
+
+    name: IfName
+    type: Literal["vde"]
+    path: Annotated[
+        SocketDir,
+        Field(description='the switch directory, e.g. path = "/run/vswitch/lan0.vde"'),
+    ]
+    # who may connect: owner, group and mode of the sockets (default 0600, 0660 with a group)
+    owner: Account | None = None
+    group: Account | None = None
+    mode: FileMode | None = None
+    monitor: bool = False  # also gets a copy of every unicast frame switched to other ports
+    impair: Impair = None  # delay, jitter, loss, rate, partition (vswitch/impair.py); live
+
+
+class VxlanPortConfig(Model):
+    """RFC 7348 over UDP to a fixed list of peers: floods go to every remote (head-end
+    replication), known unicast to the remote its MAC was learned from."""
+
+    name: IfName
+    type: Literal["vxlan"]
+    vni: Annotated[Vni, Field(description="the segment's VXLAN network identifier, 0..16777215")]
+    local: Annotated[
+        Unicast, Field(description='this host\'s underlay address, e.g. local = "198.51.100.1"')
+    ]
+    remote: Annotated[
+        list[Unicast],
+        Field(description='the peers\' underlay addresses, e.g. remote = ["198.51.100.2"]'),
+    ]
+    port: UdpPort = 4789  # IANA's; a Linux vxlan device needs `dstport 4789` to match
+    monitor: bool = False  # also gets a copy of every unicast frame switched to other ports
+    impair: Impair = None  # delay, jitter, loss, rate, partition (vswitch/impair.py); live
+
+    @model_validator(mode="after")
+    def _peers(self) -> Self:
+        found: list[tuple[Loc, str]] = []
+        if not self.remote:
+            found.append((("remote",), 'no peer (list at least one, e.g. ["198.51.100.2"])'))
+        found += [(("remote", *loc), m) for loc, m in repeats(self.remote, "remote")]
+        for n, peer in enumerate(self.remote):
+            if peer.version != self.local.version:
+                found.append(
+                    (
+                        ("remote", n),
+                        f"{peer} is IPv{peer.version} and local {self.local} is "
+                        f"IPv{self.local.version} (give peers of the local address's family)",
+                    )
+                )
+            elif peer == self.local:
+                found.append((("remote", n), f"{peer} is the local address (list the peers only)"))
+        if found:
+            raise problems(found)
+        return self
 
 
 # One model per port type: a new type is a model here and a device class in the daemon.
-PORT_TYPES: dict[str, type[Model]] = {"tap": TapPortConfig, "raw": RawPortConfig}
+PORT_TYPES: dict[str, type[Model]] = {
+    "tap": TapPortConfig,
+    "raw": RawPortConfig,
+    "stream": StreamPortConfig,
+    "vde": VdePortConfig,
+    "vxlan": VxlanPortConfig,
+}
 
 
 def _port_input(value: Any) -> Any:
@@ -125,8 +219,49 @@ def _relative(detail: ErrorDetails) -> list[tuple[Loc, str]]:
 
 
 PortConfig = Annotated[
-    TapPortConfig | RawPortConfig, Field(discriminator="type"), BeforeValidator(_port_input)
+    TapPortConfig | RawPortConfig | StreamPortConfig | VdePortConfig | VxlanPortConfig,
+    Field(discriminator="type"),
+    BeforeValidator(_port_input),
 ]
+
+
+def port_table(name: str, words: Mapping[str, str]) -> dict[str, Any]:
+    """A port given as key=value words (`vswitch port add SWITCH NAME type=tap netns=pid:42`)
+    as the table a file would have: a word that is a TOML value is that value (vni=42), a list
+    field takes a comma list (remote=198.51.100.2,198.51.100.3), anything else is its text.
+    The port's model then judges it exactly as it judges the file's."""
+    model = PORT_TYPES.get(words.get("type", ""))
+    table: dict[str, Any] = {"name": name}
+    for key, text in words.items():
+        try:
+            value = tomllib.loads(f"v = {text}")["v"]
+        except (tomllib.TOMLDecodeError, RecursionError):
+            value = text
+        field = model.model_fields.get(key) if model is not None else None
+        if field is not None and get_origin(field.annotation) is list and isinstance(value, str):
+            value = [part.strip() for part in text.split(",") if part.strip()]
+        table[key] = value
+    return table
+
+
+def port_ifname(port: Model) -> str | None:
+    """The kernel interface a port creates or attaches to; None for a socket port."""
+    if isinstance(port, TapPortConfig):
+        return port.ifname or port.name
+    if isinstance(port, RawPortConfig):
+        return port.ifname
+    return None
+
+
+def port_endpoint(port: Model) -> str | None:
+    """What a socket port binds on the node (a path, or a UDP address), which no other port may
+    bind; None for a port on a kernel interface."""
+    if isinstance(port, StreamPortConfig | VdePortConfig):
+        return port.path
+    if isinstance(port, VxlanPortConfig):
+        host = f"[{port.local}]" if port.local.version == 6 else str(port.local)
+        return f"udp {host}:{port.port}"
+    return None
 
 
 class SwitchConfig(Model):
@@ -160,7 +295,7 @@ class HookConfig(Model):
 
     command: Argv
     timeout: Seconds = 10.0
-    on: States = Field(default_factory=lambda: list(STATES))
+    on: States = Field(default_factory=hook_states)
 
 
 # --- the node ------------------------------------------------------------------------------------
@@ -190,6 +325,7 @@ class NodeConfig(Model):
             *self._unique_vhids(),
             *self._unique_addresses(),
             *self._unique_ifnames(),
+            *self._unique_endpoints(),
         ]
         if found:
             raise problems(found)
@@ -302,11 +438,34 @@ class NodeConfig(Model):
         used += [(sw, ("switch", sw)) for sw, config in self.switch.items() if config.host]
         for sw, config in self.switch.items():
             for n, port in enumerate(config.ports):
-                used.append((port.ifname or port.name, ("switch", sw, "ports", n, "ifname")))
+                ifname = port_ifname(port)
+                if ifname is not None:
+                    used.append((ifname, ("switch", sw, "ports", n, "ifname")))
         for ifname, loc in used:
             if ifname in owner:
                 yield (loc, f"interface name {ifname!r} is already used by {owner[ifname]}")
             owner.setdefault(ifname, configerrors.path(loc))
+
+    def _unique_endpoints(self) -> Iterator[tuple[Loc, str]]:
+        """Two socket ports cannot bind one path or UDP address, nor a port the control socket."""
+        owner: dict[str, str] = {}
+        if self.node.control is not None:
+            owner[self.node.control] = "node.control"
+        for sw, config in self.switch.items():
+            for n, port in enumerate(config.ports):
+                endpoint = port_endpoint(port)
+                if endpoint is None:
+                    continue
+                key = "port" if isinstance(port, VxlanPortConfig) else "path"
+                loc: Loc = ("switch", sw, "ports", n, key)
+                if endpoint in owner:
+                    yield (
+                        loc,
+                        f"{endpoint} is already used by {owner[endpoint]} "
+                        "(give each socket port its own path, or each vxlan port its own "
+                        "local address or port)",
+                    )
+                owner.setdefault(endpoint, configerrors.path(loc))
 
     # --- what the core consumes ---
 

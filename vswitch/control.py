@@ -3,9 +3,10 @@
 Every request is one JSON object on one line, `{"id": .., "cmd": .., ...}`, answered by one line
 `{"id": .., "ok": true, "result": ..}` or `{"id": .., "ok": false, "error": "..."}` (plus
 `"errors": [...]` when a reload refuses a configuration). `events` acknowledges and then turns the
-connection into a stream of event lines. The node is reached only through `NodeControl`, called
-synchronously on the node's loop; no client can hold the node up: writes are bounded in time and
-an event subscriber whose queue fills is dropped and counted.
+connection into a stream of event lines; `capture` acknowledges and then sends pcapng bytes.
+The node is reached only through `NodeControl`, called synchronously on the node's loop; no
+client can hold the node up: writes are bounded in time, an event subscriber whose queue fills
+is dropped and counted, and a capture whose reader lags loses frames (counted).
 
 A client is a side channel too, so everything it can make the server hold is bounded: the line
 length and JSON nesting of a request, the time a request connection may stay idle, the number of
@@ -18,18 +19,21 @@ import asyncio
 import contextlib
 import json
 import logging
+import math
 import os
 import re
 import socket
 import stat
 import struct
 from collections import Counter
+from collections.abc import Iterable
 from typing import Any, Protocol
 
 from carp.ifconfig import IfconfigChange, parse_change, parse_demote
 from vswitch.events import EventBus, SubscriptionClosed
 from vswitch.ifconfig_cmd import render_group, render_status
 from vswitch.status import NodeStatus
+from vswitch.watch import CaptureSession
 
 log = logging.getLogger("vswitch.control")
 
@@ -39,8 +43,10 @@ LINE_LIMIT = 64 * 1024
 MAX_DEPTH = 32  # JSON nesting of a request; deeper would only feed the parser's recursion
 MAX_CLIENTS = 32
 RESERVE = 4  # client slots event subscribers cannot take: room for the CLI
+MAX_PER_PEER = 8  # connections of one process: a client storm from one place cannot fill the rest
 IDLE_TIMEOUT = 60.0  # a request connection waiting this long for a request is closed
 WRITE_TIMEOUT = 5.0
+CAPTURE_CHUNK = 256 * 1024  # pcapng bytes written before the next drain
 LINGER = 1.0  # seconds to read what a client still sends after a refusal, so it sees the answer
 
 
@@ -69,6 +75,29 @@ class NodeControl(Protocol):
         """Re-read the configuration and apply what changed; returns what changed. Raises an
         exception with `errors: list[str]` (carp.config.ConfigError) and changes nothing when
         the file is invalid."""
+        ...
+
+    def port(self, switch: str, name: str, words: dict[str, str] | None) -> list[str]:
+        """`vswitch port add` (words: the port's key=value settings) or `port del` (None);
+        returns what changed. ValueError for an unknown switch or port; an exception with
+        `errors` (ConfigError) when the port is refused; nothing changed then."""
+        ...
+
+    def impair(self, switch: str, port: str, words: list[str]) -> dict[str, Any]:
+        """`vswitch impair SWITCH PORT words`: the port's impairment after the change. ValueError
+        names the word, or the unknown switch or port; nothing changed then."""
+        ...
+
+    def capture(
+        self, switch: str, ports: list[str], *, snaplen: int | None, count: int | None
+    ) -> CaptureSession:
+        """`vswitch capture`: a new capture of those ports (none: all) of `switch`
+        (vswitch/watch.py). ValueError for an unknown switch or port."""
+        ...
+
+    def explain(self, carpif: str | None) -> dict[str, Any]:
+        """`vswitch explain [carpN]`: {"data": carp/explain.py's data, "text": its rendering}.
+        ValueError for an unknown carp interface."""
         ...
 
 
@@ -102,6 +131,9 @@ class Dispatcher:
             "demote": self._demote,
             "sysctl": self._sysctl,
             "reload": self._reload,
+            "port": self._port,
+            "impair": self._impair,
+            "explain": self._explain,
         }.get(cmd if isinstance(cmd, str) else "")
         if handler is None:
             return _error(request_id, f"unknown command {cmd!r}")
@@ -173,6 +205,69 @@ class Dispatcher:
 
     def _reload(self, request: dict[str, Any]) -> list[str]:
         return self.node.reload()
+
+    def _port(self, request: dict[str, Any]) -> list[str]:
+        """`action` "add" with `settings` {key: value text}, or "del"; `switch`, `name`."""
+        action = _optional_str(request, "action")
+        switch = _optional_str(request, "switch")
+        name = _optional_str(request, "name")
+        if action not in ("add", "del"):
+            raise ValueError(f"action: {action!r} is not add or del")
+        if not switch or not name:
+            raise ValueError("name the switch and the port")
+        if action == "del":
+            return self.node.port(switch, name, None)
+        settings = request.get("settings", {})
+        if not isinstance(settings, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
+        ):
+            raise ValueError("settings: expected an object of strings (key=value words)")
+        return self.node.port(switch, name, settings)
+
+    def _impair(self, request: dict[str, Any]) -> dict[str, Any]:
+        """`switch`, `port`, `words` (e.g. ["in", "delay", "50ms"], or ["clear"])."""
+        switch = _optional_str(request, "switch")
+        port = _optional_str(request, "port")
+        if not switch or not port:
+            raise ValueError("name the switch and the port")
+        return self.node.impair(switch, port, _strings(request, "words"))
+
+    def _explain(self, request: dict[str, Any]) -> dict[str, Any]:
+        return self.node.explain(_optional_str(request, "carpif"))
+
+    def capture(self, request: dict[str, Any]) -> tuple[CaptureSession, float | None]:
+        """A `capture` request (`switch`, `ports`?, `snaplen`?, `count`?, `duration`?): its
+        session and how long it runs (None: until the reader goes or the count is reached).
+        ValueError says what is wrong; nothing was started then."""
+        switch = _optional_str(request, "switch")
+        if not switch:
+            raise ValueError("name the switch to capture on")
+        ports = _strings(request, "ports")
+        snaplen = _optional_int(request, "snaplen")
+        count = _optional_int(request, "count")
+        duration = request.get("duration")
+        if duration is not None and (
+            isinstance(duration, bool)
+            or not isinstance(duration, int | float)
+            or not 0 < duration < math.inf
+        ):
+            raise ValueError(f"duration {duration!r}: give a positive number of seconds")
+        session = self.node.capture(switch, ports, snaplen=snaplen, count=count)
+        return session, None if duration is None else float(duration)
+
+
+def _strings(request: dict[str, Any], key: str) -> list[str]:
+    value = request.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
+        raise ValueError(f"{key}: expected a list of strings")
+    return value
+
+
+def _optional_int(request: dict[str, Any], key: str) -> int | None:
+    value = request.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ValueError(f"{key}: expected an integer")
+    return value
 
 
 def _optional_str(request: dict[str, Any], key: str) -> str | None:
@@ -311,10 +406,11 @@ def _describe(pid: int) -> str:
 class _Client:
     """One connection, as the client limits see it."""
 
-    __slots__ = ("idle_since", "streaming", "writer")
+    __slots__ = ("idle_since", "pid", "streaming", "writer")
 
-    def __init__(self, writer: asyncio.StreamWriter, now: float) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, now: float, pid: int = -1) -> None:
         self.writer = writer
+        self.pid = pid  # of the peer process (SO_PEERCRED); -1 when unknown
         self.idle_since: float | None = now  # waiting for a request since; None while busy
         self.streaming = False  # an event subscriber: never idle, never evicted
 
@@ -385,15 +481,19 @@ class ControlServer:
         self.dropped_by_reason[reason] += 1
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        refusal = self._refusal(writer)
+        pid, refusal = self._refusal(writer)
         if refusal is not None:
             await self._hang_up(reader, writer, _error(None, refusal))
             return
-        client = _Client(writer, asyncio.get_running_loop().time())
+        client = _Client(writer, asyncio.get_running_loop().time(), pid)
         self._clients[writer] = client
         try:
             await self._serve(reader, client)
         except (ConnectionError, asyncio.IncompleteReadError):
+            pass
+        except asyncio.CancelledError:
+            # the server is closing: end quietly (a cancelled connection task is logged as an
+            # error by asyncio's start_unix_server callback)
             pass
         except Exception:  # a bug here must cost one client, not the server
             log.exception("control: client failed")
@@ -401,24 +501,31 @@ class ControlServer:
             self._clients.pop(writer, None)
             await self._close(writer)
 
-    def _refusal(self, writer: asyncio.StreamWriter) -> str | None:
-        """Why a new connection is refused, or None. Only root and the node's user are served;
-        when every slot is taken the longest-idle request connection makes room."""
+    def _refusal(self, writer: asyncio.StreamWriter) -> tuple[int, str | None]:
+        """The peer's pid, and why its new connection is refused (None: served). Only root and
+        the node's user are served; one process holds at most MAX_PER_PEER connections (its own
+        longest-idle one makes room); when every slot is taken the longest-idle request
+        connection makes room."""
         try:
-            uid = peer_credentials(writer.get_extra_info("socket"))[1]
+            pid, uid, _ = peer_credentials(writer.get_extra_info("socket"))
         except (OSError, AttributeError, struct.error):
-            uid = -1
+            pid, uid = -1, -1
         if uid not in (0, self._owner):
             self._drop("peer")
             log.warning("control: refused a client of uid %d", uid)
-            return f"permission denied: uid {uid} is neither root nor the node's user"
+            return pid, f"permission denied: uid {uid} is neither root nor the node's user"
+        mine = [c for c in self._clients.values() if c.pid == pid]
+        if pid != -1 and len(mine) >= MAX_PER_PEER and not self._evict_idle(mine):
+            self._drop("per-peer")
+            return pid, f"too many control connections from process {pid} ({len(mine)})"
         if len(self._clients) >= self.max_clients and not self._evict_idle():
             self._drop("too-many")
-            return f"too many control clients ({len(self._clients)})"
-        return None
+            return pid, f"too many control clients ({len(self._clients)})"
+        return pid, None
 
-    def _evict_idle(self) -> bool:
-        idle = [c for c in self._clients.values() if c.idle_since is not None and not c.streaming]
+    def _evict_idle(self, among: Iterable[_Client] | None = None) -> bool:
+        clients = self._clients.values() if among is None else among
+        idle = [c for c in clients if c.idle_since is not None and not c.streaming]
         if not idle:
             return False
         victim = min(idle, key=lambda c: c.idle_since or 0.0)
@@ -463,6 +570,15 @@ class ControlServer:
                 else:
                     client.streaming = True
                     await self._stream(request, reader, writer)
+                    return
+            elif request.get("cmd") == "capture":
+                if self.subscribers >= self.max_clients - self.reserve:
+                    response = _error(
+                        request.get("id"), f"too many streaming clients ({self.subscribers})"
+                    )
+                else:
+                    client.streaming = True
+                    await self._capture(request, reader, writer)
                     return
             else:
                 response = self.dispatcher.handle(request)
@@ -516,7 +632,8 @@ class ControlServer:
         writer.close()
         try:
             await asyncio.wait_for(writer.wait_closed(), self.write_timeout)
-        except Exception:  # timed out, or the client reset: either way it is going now
+        except (Exception, asyncio.CancelledError):
+            # timed out, the client reset, or the server is closing: it is going now either way
             pass
         finally:
             writer.transport.abort()
@@ -547,6 +664,44 @@ class ControlServer:
             return
         finally:
             sub.close()
+            watcher.cancel()
+
+    async def _capture(
+        self,
+        request: dict[str, Any],
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """An acknowledgement line, then pcapng until the count or duration is reached, the
+        reader goes or the node closes the capture. Frames wait in the capture's own bounded
+        queue: a reader that lags loses frames there (counted, and told at the end), never the
+        node's time; one that takes nothing for write_timeout is dropped like any client."""
+        try:
+            session, duration = self.dispatcher.capture(request)
+        except ValueError as exc:
+            await self._send(writer, _error(request.get("id"), str(exc)))
+            return
+        watcher = asyncio.ensure_future(_wait_eof(reader))
+        watcher.add_done_callback(lambda _: session.close())
+        loop = asyncio.get_running_loop()
+        end = None if duration is None else loop.time() + duration
+        try:
+            if not await self._send(writer, _respond(request.get("id"), session.describe())):
+                return
+            while not session.finished:
+                data = session.take(CAPTURE_CHUNK)
+                if data:
+                    writer.write(data)
+                    if not await self._drain(writer):
+                        return
+                    continue
+                left = None if end is None else end - loop.time()
+                if left is not None and left <= 0:
+                    session.stop()  # the statistics blocks follow, then the end
+                else:
+                    await session.wait(left)
+        finally:
+            session.close()
             watcher.cancel()
 
 

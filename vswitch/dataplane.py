@@ -10,6 +10,11 @@ on when this kernel supports it for both port kinds (TUNGETFEATURES has IFF_VNET
 AF_PACKET takes PACKET_VNET_HDR), since a port of either kind may join the switch later; every
 port of the switch then uses it (tap-io.md: on every port or on none).
 
+Socket ports (vswitch/sockport.py: stream, vde, vxlan) get a `PortIO` when attached: their fds
+change as peers come and go, a stream port writes when its socket can take more, and a vde port
+adds a child port `NAME/N` per client (attached like any port; the link callback hears of its
+arrival and departure). What they refuse is `refused` in their counts.
+
 Accounting (`counters()`): every frame read from a port is forwarded (queued to at least one
 port, claimed by the node's special hook, or answered by a hook) or dropped with one reason of
 RX_DROPS, so per port rx_packets == forwarded + sum(RX_DROPS). Frames lost before they could be
@@ -24,13 +29,17 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from vswitch import netlink, raw, tap
 from vswitch.fwd import DEFAULT_AGEING, Port, Switch
 from vswitch.netlink import LinkMonitor, LinkState
 from vswitch.port import READ_BATCH, DevicePort
+from vswitch.sockport import SocketPort
 from vswitch.status import PortStatus, SwitchStatus
+
+if TYPE_CHECKING:
+    from vswitch.watch import SwitchWatch
 
 VNET_HDR_LEN = 10  # the one size both TAPs and AF_PACKET accept
 KERNEL_POLL = 10.0  # seconds between reads of kernel counters that reset on read or wrap
@@ -62,13 +71,14 @@ class Counts(TypedDict):
 
 
 class PortCounts(Counts):
-    type: str  # the role given when attached ("host", "carp"), else "tap" / "raw"
+    type: str  # the role given when attached ("host", "carp"), else the device's kind
     kernel: bool  # one of the node's own kernel interfaces
     link: bool
+    refused: NotRequired[dict[str, int]]  # socket ports: peers, requests, datagrams refused
 
 
 class SwitchCounts(TypedDict):
-    mode: str  # "learning" | "hub"
+    mode: str  # "learning" | "hub" | "learning-arp"
     offload: bool
     macs: int  # learned MAC entries
     table_full: int  # sources not learned, table full (the frames were still switched)
@@ -97,7 +107,7 @@ def port_counts(fport: Port, dev: DevicePort, role: str | None) -> PortCounts:
     }
     # frames the device dropped before the switch saw them were read all the same
     rx_packets = c.rx_packets + d.rx_malformed + d.rx_oversize + d.rx_gso_dropped
-    return {
+    counts: PortCounts = {
         "type": role or dev.kind,
         "kernel": fport.kernel,
         "link": dev.link_up,
@@ -109,6 +119,9 @@ def port_counts(fport: Port, dev: DevicePort, role: str | None) -> PortCounts:
         "kernel_packets": d.kernel_packets,
         "drops": drops,
     }
+    if isinstance(dev, SocketPort):
+        counts["refused"] = dict(dev.refused)
+    return counts
 
 
 def total_counts(ports: Sequence[Counts]) -> Counts:
@@ -123,6 +136,51 @@ def total_counts(ports: Sequence[Counts]) -> Counts:
     }
 
 
+class SocketIO:
+    """The data plane's side of an attached socket port (sockport.PortIO)."""
+
+    def __init__(
+        self, dp: "DataPlane", rt: "SwitchRuntime", name: str, fport: Port, dev: DevicePort
+    ) -> None:
+        self._dp = dp
+        self._rt = rt
+        self._name = name
+        self._fport = fport
+        self._dev = dev
+
+    def watch(self, fd: int) -> None:
+        self._dp.loop.add_reader(fd, self._dp._readable, self._rt, self._fport, self._dev, fd)
+
+    def unwatch(self, fd: int) -> None:
+        self._dp.loop.remove_reader(fd)
+
+    def when_writable(self, fd: int, callback: Callable[[], None] | None) -> None:
+        if callback is None:
+            self._dp.loop.remove_writer(fd)
+        else:
+            self._dp.loop.add_writer(fd, callback)
+
+    def call_later(self, delay: float, callback: Callable[[], None]) -> Callable[[], None]:
+        return self._dp.loop.call_later(delay, callback).cancel
+
+    def add_child(self, suffix: str, dev: DevicePort) -> None:
+        name = f"{self._name}/{suffix}"
+        self._dp.add_port(self._rt.name, name, dev)
+        if self._fport.monitor:  # a vde port's clients are what its monitor flag is about
+            self._rt.fwd.set_monitor(name, True)
+        if self._dp.on_link is not None:
+            self._dp.on_link(self._rt.name, name, dev.link_up)
+
+    def remove_child(self, suffix: str) -> None:
+        name = f"{self._name}/{suffix}"
+        dev = self._rt.devices.get(name)
+        if dev is None:
+            return
+        self._dp._detach(self._rt, name, dev)
+        if self._dp.on_link is not None and not self._dp.closed:
+            self._dp.on_link(self._rt.name, name, False)
+
+
 @dataclass(eq=False)
 class SwitchRuntime:
     """A switch with its devices; `pairs` is the write list walked after every batch."""
@@ -132,6 +190,8 @@ class SwitchRuntime:
     devices: dict[str, DevicePort] = field(default_factory=dict)
     pairs: tuple[tuple[Port, DevicePort], ...] = ()
     roles: dict[str, str] = field(default_factory=dict)  # port -> type shown in status
+    # impairment and capture of its ports (vswitch/watch.py); None while there is neither
+    watch: "SwitchWatch | None" = None
 
     @property
     def name(self) -> str:
@@ -274,6 +334,8 @@ class DataPlane:
                 raise ValueError(f"switch {rt.name}: port {name} exists")
             if dev.vnet_hdr != rt.fwd.vnet_hdr:
                 raise ValueError(f"port {name}: vnet_hdr {dev.vnet_hdr}, switch {rt.fwd.vnet_hdr}")
+            if isinstance(dev, SocketPort) and not dev.carries_frames:
+                flood = False  # vde's NAME: its clients are the ports on the wire
             fport = rt.fwd.add_port(name, kernel=kernel, flood=flood)
             rt.devices[name] = dev
             rt.pairs = (*rt.pairs, (fport, dev))
@@ -281,6 +343,8 @@ class DataPlane:
             rt.fwd.set_link(name, dev.link_up)
             for fd in dev.fds:
                 self.loop.add_reader(fd, self._readable, rt, fport, dev, fd)
+            if isinstance(dev, SocketPort):
+                dev.io = SocketIO(self, rt, name, fport, dev)
             if dev.follows_link:
                 self._follow(rt, name, dev)
         except BaseException:
@@ -309,6 +373,8 @@ class DataPlane:
 
     def _readable(self, rt: SwitchRuntime, fport: Port, dev: DevicePort, fd: int) -> None:
         frames = dev.read_batch(fd, self.batch)
+        if frames and rt.watch is not None:
+            frames = rt.watch.received(self.clock(), fport.name, frames)
         if frames:
             self._busy.add(rt)
             try:
@@ -326,14 +392,40 @@ class DataPlane:
 
     def _flush(self, rt: SwitchRuntime) -> None:
         hdr = rt.fwd.vnet_hdr
+        watch = rt.watch
         for fport, dev in rt.pairs:
             queue = fport.outq
+            if queue and watch is not None:
+                watch.sending(self.clock(), fport.name, queue)  # filtered in place
             if queue:
                 result = dev.write_batch(queue)  # failed writes: in dev.tx_errors by errno
                 queue.clear()
                 c = fport.counters
                 c.tx_packets += result.packets
                 c.tx_bytes += result.bytes - result.packets * hdr
+
+    def release(
+        self, switch: str, port: str, inbound: Sequence[bytes], outbound: Sequence[bytes]
+    ) -> None:
+        """Frames an impaired port held back, due now (vswitch/watch.py): `inbound` are switched
+        as if just read from the port, `outbound` written to it. A port gone meanwhile takes
+        what it held with it."""
+        rt = self.switches.get(switch)
+        fport = rt.fwd.ports.get(port) if rt is not None else None
+        if rt is None or fport is None:
+            return
+        if outbound:
+            result = rt.devices[port].write_batch(list(outbound))
+            c = fport.counters
+            c.tx_packets += result.packets
+            c.tx_bytes += result.bytes - result.packets * rt.fwd.vnet_hdr
+        if inbound:
+            self._busy.add(rt)
+            try:
+                rt.fwd.forward(self.clock(), fport, inbound)
+            finally:
+                self._busy.discard(rt)
+            self._flush(rt)
 
     def send(self, switch: str, frame: bytes, port: str | None = None) -> int | None:
         """Send an Ethernet frame as the node: out of `port`, or switched by destination (see
@@ -395,8 +487,8 @@ class DataPlane:
     def _link_changed(self, rt: SwitchRuntime, name: str, up: bool) -> None:
         if name in rt.fwd.ports:
             rt.fwd.set_link(name, up)
-            if up:
-                self._rearm(rt, name)
+            if up and rt.devices[name].follows_link:
+                self._rearm(rt, name)  # a socket port's own link never stopped its polling
         if self.on_link is not None:
             self.on_link(rt.name, name, up)
 
@@ -456,7 +548,7 @@ class DataPlane:
                 for pname, dev in rt.devices.items()
             }
             out[name] = {
-                "mode": "hub" if fwd.hub else "learning",
+                "mode": fwd.mode,
                 "offload": rt.offload,
                 "macs": fwd.table_size,
                 "table_full": fwd.table_full,
@@ -509,21 +601,22 @@ class DataPlane:
             ports: list[PortStatus] = []
             for pname, p in sw["ports"].items():
                 drops = p["drops"]
-                ports.append(
-                    {
-                        "name": pname,
-                        "type": p["type"],
-                        "link": p["link"],
-                        "rx_packets": p["rx_packets"],
-                        "rx_bytes": p["rx_bytes"],
-                        "rx_drops": sum(drops[r] for r in LOST_DROPS + RX_DROPS),
-                        "tx_packets": p["tx_packets"],
-                        "tx_bytes": p["tx_bytes"],
-                        "tx_drops": sum(drops[r] for r in TX_DROPS),
-                        "forwarded": p["forwarded"],
-                        "drops": dict(drops),
-                    }
-                )
+                port: PortStatus = {
+                    "name": pname,
+                    "type": p["type"],
+                    "link": p["link"],
+                    "rx_packets": p["rx_packets"],
+                    "rx_bytes": p["rx_bytes"],
+                    "rx_drops": sum(drops[r] for r in LOST_DROPS + RX_DROPS),
+                    "tx_packets": p["tx_packets"],
+                    "tx_bytes": p["tx_bytes"],
+                    "tx_drops": sum(drops[r] for r in TX_DROPS),
+                    "forwarded": p["forwarded"],
+                    "drops": dict(drops),
+                }
+                if "refused" in p:
+                    port["refused"] = p["refused"]
+                ports.append(port)
             out.append(
                 {
                     "name": name,

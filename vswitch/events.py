@@ -1,4 +1,5 @@
-"""The node's ordered event bus: state, demote, carrier and link changes as numbered events.
+"""The node's ordered event bus: state, demote, carrier, link changes and conflicts as numbered
+events.
 
 Everything runs on the node's event loop, so publishing is synchronous and ordered. A subscriber
 (the control socket's `events` stream) gets a bounded queue; when it overflows the subscriber is
@@ -21,7 +22,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any, NamedTuple
 
-from carp.actions import Action, CarrierChanged, DemoteChanged, StateChanged
+from carp.actions import Action, CarrierChanged, Conflict, DemoteChanged, StateChanged
 from vswitch.status import NodeStatus, carpnodes
 
 log = logging.getLogger("vswitch.events")
@@ -35,6 +36,7 @@ class EventType(StrEnum):
     DEMOTE = "demote"  # an interface group's demote counter moved (DemoteChanged)
     CARRIER = "carrier"  # a carp interface's link went up/down (CarrierChanged, section 4.11)
     LINK = "link"  # a port's link went up/down
+    CONFLICT = "conflict"  # a MASTER heard a less preferred master for its vhid (Conflict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,10 @@ class Event:
     switch: str | None = None
     port: str | None = None
     up: bool | None = None
+    peer: str | None = None  # conflict: the other master's address and what it advertises
+    advbase: int | None = None
+    advskew: int | None = None
+    demote: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"format": EVENT_FORMAT} | {k: v for k, v in asdict(self).items() if v is not None}
@@ -166,6 +172,7 @@ class EventBus:
         self.listener_errors = 0  # listeners or drop callbacks that raised
         self.transitions: dict[tuple[str, int], int] = {}
         self.last_reason: dict[tuple[str, int], str] = {}
+        self.conflicts: dict[tuple[str, int], int] = {}  # conflict events per carpnode
 
     def add_listener(self, listener: Callable[[Event], None]) -> None:
         self._listeners.append(listener)
@@ -204,7 +211,8 @@ class EventBus:
         return len(self._subscribers)
 
     def publish_actions(self, now: float, actions: Iterable[Action]) -> list[Event]:
-        """Turn the core's StateChanged / DemoteChanged / CarrierChanged into events."""
+        """Turn the core's StateChanged / DemoteChanged / CarrierChanged / Conflict into
+        events."""
         events = []
         for action in actions:
             if isinstance(action, StateChanged):
@@ -237,6 +245,21 @@ class EventBus:
             elif isinstance(action, CarrierChanged):
                 events.append(
                     self._publish(now, EventType.CARRIER, carpif=action.carpif, up=action.up)
+                )
+            elif isinstance(action, Conflict):
+                key = (action.carpif, action.vhid)
+                self.conflicts[key] = self.conflicts.get(key, 0) + 1
+                events.append(
+                    self._publish(
+                        now,
+                        EventType.CONFLICT,
+                        carpif=action.carpif,
+                        vhid=action.vhid,
+                        peer=action.peer,
+                        advbase=action.advbase,
+                        advskew=action.advskew,
+                        demote=action.demote,
+                    )
                 )
         return events
 

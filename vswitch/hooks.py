@@ -1,4 +1,5 @@
-"""Hooks: commands run on carpnode state changes, as ifstated(8) would be used with carp(4).
+"""Hooks: commands run on carpnode state changes, as ifstated(8) would be used with carp(4), and
+on `conflict` events (a second master heard) for those that ask for them.
 
 The bus hands every event to `HookRunner.submit`, which only queues it (bounded; an overflow is
 logged and counted), so the data path never waits for a hook. One worker task runs the matching
@@ -28,6 +29,7 @@ from vswitch.events import Event, EventType
 log = logging.getLogger("vswitch.hooks")
 
 ALL_STATES = frozenset({"init", "backup", "master"})
+CONFLICT = "conflict"  # in `on`: run for conflict events too (never part of the default)
 OUTPUT_TAIL = 2048  # bytes of a failing hook's output worth logging
 
 # why a hook run failed: the keys of HookRunner.failures_by_reason
@@ -41,7 +43,8 @@ REASONS = (EXIT, TIMEOUT, SPAWN, INVALID, ERROR)
 
 @dataclass(frozen=True, slots=True)
 class HookSpec:
-    """One [[hook]]: an argv (no shell), its timeout, and the new states it runs for."""
+    """One [[hook]]: an argv (no shell), its timeout, and the new states it runs for (and
+    "conflict" for the conflict events)."""
 
     command: tuple[str, ...]
     timeout: float = 10.0
@@ -55,6 +58,8 @@ class HookSpec:
         return cls(tuple(hook.command), float(getattr(hook, "timeout", 10.0)), states)
 
     def matches(self, event: Event) -> bool:
+        if event.type == EventType.CONFLICT:
+            return CONFLICT in self.on
         return event.type == EventType.STATE and (event.new or "").lower() in self.on
 
     @property
@@ -73,6 +78,7 @@ def hook_environment(event: Event) -> dict[str, str]:
         "VSWITCH_OLD": event.old or "",
         "VSWITCH_NEW": event.new or "",
         "VSWITCH_REASON": event.reason or "",
+        "VSWITCH_PEER": event.peer or "",  # conflict: the other master
     }
 
 

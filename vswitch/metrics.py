@@ -137,6 +137,12 @@ def families(status: NodeStatus) -> list[Family]:
         fam("vswitch_carp_transitions_total", "counter", "State changes of the carpnode").add(
             vhe["transitions"], **where
         )
+        if "conflicts" in vhe:
+            fam(
+                "vswitch_carp_conflicts_total",
+                "counter",
+                "Second masters heard while MASTER (conflict events: one-way link, partition)",
+            ).add(vhe["conflicts"], **where)
         for peer in vhe["peers"]:
             fam(
                 "vswitch_carp_peer_age_seconds",
@@ -170,6 +176,25 @@ def families(status: NodeStatus) -> list[Family]:
                 fam(
                     "vswitch_port_drops_total", "counter", "Frames dropped at the port, by reason"
                 ).add(value, **where, reason=reason)
+            for direction, impaired in port.get("impair", {}).items():
+                at = {**where, "direction": direction}
+                fam(
+                    "vswitch_port_impaired", "gauge", "1 while the port's direction is impaired"
+                ).add(int(bool(impaired["config"])), **at)
+                fam(
+                    "vswitch_port_impair_passed_total",
+                    "counter",
+                    "Frames the port's impairment let through",
+                ).add(impaired["passed"], **at)
+                fam(
+                    "vswitch_port_impair_held", "gauge", "Frames waiting in the port's delay line"
+                ).add(impaired["held"], **at)
+                for reason, value in impaired["drops"].items():
+                    fam(
+                        "vswitch_port_impair_drops_total",
+                        "counter",
+                        "Frames the port's impairment dropped, by reason",
+                    ).add(value, **at, reason=reason)
         if "table_full" in sw:
             fam(
                 "vswitch_switch_table_full_total",
@@ -203,7 +228,7 @@ def families(status: NodeStatus) -> list[Family]:
             fam(
                 "vswitch_side_channel",
                 "gauge",
-                "Counters of the side channels (log, control, metrics, events, hooks)",
+                "Counters of the side channels (log, control, metrics, events, hooks, capture)",
             ).add(value, node=node, channel=channel, counter=counter)
     if "events" in status:
         ev = status["events"]

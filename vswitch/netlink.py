@@ -1,14 +1,18 @@
 """Thin netlink helpers (pyroute2) and a link-state monitor on a plain RTMGRP_LINK socket.
 
-Every helper takes `netns`: the name of a network namespace under /var/run/netns (None: the
-process's own). The process enters it with setns(2) only for as long as it takes to open a
-socket (or a /proc/sys file), which then stays bound to that namespace. Helpers are synchronous
-and may be called from inside a running event loop (they briefly run pyroute2's own loop).
+Every helper takes `netns`: the name of a network namespace under /var/run/netns, the path of a
+namespace file (/proc/PID/ns/net, /var/run/docker/netns/ID) or pid:PID (None: the process's
+own). The process enters it with setns(2) only for as long as it takes to open a socket (or a
+/proc/sys file), which then stays bound to that namespace. `pin_netns` opens a namespace once so
+that a process's namespace stays the one meant even if the pid is reused. Helpers are
+synchronous and may be called from inside a running event loop (they briefly run pyroute2's own
+loop).
 """
 
 import asyncio
 import ctypes
 import errno
+import fcntl
 import ipaddress
 import os
 import socket
@@ -22,6 +26,7 @@ from pyroute2 import IPRoute
 
 NETNS_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
+NS_GET_NSTYPE = 0xB703  # _IO(NSIO, 0x3): the CLONE_NEW* type of a namespace file
 IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_NODAD = 0x02
@@ -50,7 +55,33 @@ def _setns(fd: int) -> None:
 
 
 def netns_path(name: str) -> str:
+    """The namespace file of `name`: a name under /var/run/netns, a path, or pid:PID."""
+    if name.startswith("pid:"):
+        return f"/proc/{name[4:]}/ns/net"
     return name if "/" in name else os.path.join(NETNS_DIR, name)
+
+
+def pin_netns(spec: str) -> tuple[int, str]:
+    """Open the network namespace `spec` names: (fd, a path to that very namespace for as long
+    as fd is open). A pid's namespace file would follow the pid to another process once the
+    first exits; the fd keeps the namespace meant. OSError names the spec and the cause."""
+    path = netns_path(spec)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(exc.errno, f"network namespace {spec} ({path}): {exc.strerror}") from None
+    try:
+        kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+    except OSError:
+        kind = None
+    if kind != CLONE_NEWNET:
+        os.close(fd)
+        raise OSError(
+            errno.EINVAL,
+            f"{path} is not a network namespace (give /proc/PID/ns/net, a file under "
+            "/run/netns, or pid:PID)",
+        )
+    return fd, f"/proc/self/fd/{fd}"
 
 
 @contextmanager

@@ -55,6 +55,7 @@ from vswitch.fwd import Emit, Port, SpecialHook
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
 from vswitch.system import Clock, LoopClock, System, Timer
+from vswitch.watch import Watch
 
 log = logging.getLogger("vswitch.node")
 
@@ -88,6 +89,7 @@ class Node:
         self.dataplane = dataplane
         self.system = system
         self.clock: Clock = clock if clock is not None else LoopClock(dataplane.loop)
+        self.watch = Watch(dataplane, self.clock)  # impairments and captures (vswitch/watch.py)
         self.started_at = self.clock()
         self.carpdevs: dict[str, CarpDev] = {}
         self.devices = NodeDevices(dataplane, system)
@@ -139,6 +141,8 @@ class Node:
             fwd.on_multicast = self._on_multicast(name)
             fwd.egress_filter = self._egress(name)
         self.dataplane.on_link = self._on_port_link
+        for name, sw in self.config.switch.items():
+            self.watch.configure(name, sw, None)  # monitor ports and impairments
         self.dataplane.between_batches = self._due
         self.refresh()
         now = self.clock()
@@ -396,6 +400,7 @@ class Node:
             self._timer.cancel()
             self._timer = None
         steps = (
+            ("stop the captures and delay lines", self.watch.close),
             ("close the data plane", self.dataplane.close),
             ("close the carp TAPs", self.devices.close_carp_taps),
             ("restore sysctls", self.devices.release_sysctls),

@@ -1,14 +1,17 @@
 """The running node as the control socket, the CLI and the metrics see it (NodeControl)."""
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 from carp.carpif import CarpInterface
 from carp.constants import State
+from carp.explain import explain, render
 from carp.host import CarpHost
 from carp.ifconfig import IfconfigChange
-from vswitch.config import ConfigError, NodeConfig
+from vswitch.config import ConfigError, NodeConfig, parse_config, port_table
 from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
+from vswitch.impair import parse_words
 from vswitch.node import Node
 from vswitch.status import (
     STATUS_FORMAT,
@@ -17,6 +20,7 @@ from vswitch.status import (
     NodeStatus,
     PeerStatus,
 )
+from vswitch.watch import CaptureSession
 
 
 class NodeController:
@@ -39,6 +43,7 @@ class NodeController:
         }
         if hooks is not None:
             self.channels["hooks"] = lambda: hooks.failures_by_reason
+        self.channels["capture"] = node.watch.stats
 
     @property
     def _host(self) -> CarpHost:
@@ -77,6 +82,7 @@ class NodeController:
         if node.datapath is not None:
             status["datapath"] = node.datapath.stats.as_dict()
         status["ip_drops"] = host.stats.ip_drops.as_dict()
+        node.watch.annotate(status["switches"])  # each impaired port's `impair`
         status["channels"] = self._channels()
         if self.hooks is not None:
             hooks = self.hooks.stats()
@@ -122,6 +128,7 @@ class NodeController:
                     "since": round(now - vhe.changed_at, 3) if vhe.changed_at is not None else None,
                     "transitions": vhe.transitions,
                     "peers": peers,
+                    "conflicts": self.bus.conflicts.get((sc.name, vhe.vhid), 0),
                 }
             )
         params = sc.params
@@ -167,6 +174,73 @@ class NodeController:
         if short not in current:
             raise ValueError(f"unknown sysctl {name} (allow, preempt, log)")
         return {short: current[short]}
+
+    def port(self, switch: str, name: str, words: Mapping[str, str] | None) -> list[str]:
+        """`vswitch port add SWITCH NAME key=value...` (words) or `port del` (None): the node's
+        configuration with that one port more or less, validated by the file's models and
+        applied as a reload is (all or nothing; carp interfaces untouched). The port lasts
+        until the next reload from the file or restart."""
+        config = self.node.config
+        if switch not in config.switch:
+            known = ", ".join(config.switch) or "none"
+            raise ValueError(f"no switch {switch} (switches: {known})")
+        data = config.normalised(show_pass=True)
+        ports: list[dict[str, object]] = data["switch"][switch]["ports"]
+        names = [str(p["name"]) for p in ports]
+        if words is None:
+            if name not in names:
+                listed = ", ".join(names) or "none"
+                raise ValueError(
+                    f"switch {switch} has no port {name} from its configuration (ports: {listed})"
+                )
+            ports[:] = [p for p in ports if p["name"] != name]
+        else:
+            if name in names:
+                raise ValueError(f"switch {switch} has a port {name} already (port del it first)")
+            if "name" in words:
+                raise ValueError("name= is not a setting: the port's name is NAME")
+            ports.append(port_table(name, words))
+        # errors about the new port name it, not its place in a file there is none of
+        where = f"switch.{switch}.ports[{len(ports) - 1}]" if words is not None else "\0"
+        try:
+            candidate = parse_config(data)
+        except ConfigError as exc:
+            raise ConfigError([e.replace(where, f"port {name}", 1) for e in exc.errors]) from None
+        # only this switch changes: the rest stays the very same objects (no carp change)
+        new = config.model_copy(
+            update={"switch": config.switch | {switch: candidate.switch[switch]}}
+        )
+        try:
+            return self.node.reload(new)
+        except ConfigError as exc:
+            raise ConfigError([e.replace(where, f"port {name}", 1) for e in exc.errors]) from None
+
+    def impair(self, switch: str, port: str, words: Sequence[str]) -> dict[str, Any]:
+        """`vswitch impair SWITCH PORT [in|out] ...`: the port's impairment after the change.
+        ValueError (ImpairError) names the word or the unknown switch or port; nothing changed
+        then. It lasts until a reload changes that port's `impair` in the file, or a restart."""
+        change = parse_words(words)
+        config = self.node.watch.impair(switch, port, change)
+        return {
+            "switch": switch,
+            "port": port,
+            "in": config.inbound.words(),
+            "out": config.outbound.words(),
+            "table": config.table(),
+        }
+
+    def capture(
+        self, switch: str, ports: Sequence[str], *, snaplen: int | None, count: int | None
+    ) -> CaptureSession:
+        """`vswitch capture`: a capture of those ports (none: all); ValueError for an unknown
+        switch or port."""
+        return self.node.watch.capture(switch, ports, snaplen=snaplen, count=count)
+
+    def explain(self, carpif: str | None) -> dict[str, Any]:
+        """`vswitch explain [carpN]`: carp/explain.py's data and its text (the client does not
+        import carp)."""
+        data = explain(self._host, self.node.clock(), carpif)
+        return {"data": data, "text": render(data)}
 
     def reload(self) -> list[str]:
         if self._load is None:

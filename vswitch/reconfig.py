@@ -22,8 +22,9 @@ from carp.host import CarpHost
 from carp.ifconfig import IfconfigChange, apply_params
 from carp.params import CarpIfParams
 from vswitch.build import cookie, refused, undo
-from vswitch.config import ConfigError, NodeConfig, PortConfig, SwitchConfig
+from vswitch.config import ConfigError, NodeConfig, PortConfig, SwitchConfig, port_endpoint
 from vswitch.system import port_type
+from vswitch.watch import same_device
 
 if TYPE_CHECKING:
     from vswitch.node import Node
@@ -86,13 +87,15 @@ def reload(node: "Node", config: NodeConfig) -> list[str]:
     for name, (before, after) in switches.items():
         if (before.mode, before.ageing) != (after.mode, after.ageing):
             fwd = node.dataplane.switch(name)
-            fwd.hub = after.mode == "hub"
+            fwd.mode = after.mode
             fwd.ageing = after.ageing
             fwd.flush()
             changes.append(f"switch {name}: mode {after.mode}, ageing {after.ageing:g}")
     for switch, port in removals:
         node.dataplane.remove_port(switch, port)
     node.devices.release_sysctls()
+    for name, (before, after) in switches.items():
+        changes += node.watch.configure(name, after, before)  # monitor and impair, in place
     for name, new in wanted.items():
         current = host.carpifs.get(name)
         if new is None:
@@ -175,8 +178,13 @@ def _prepare_ports(
     devices = node.devices
     old = {p.name: (i, p) for i, p in enumerate(before.ports)}
     new = {p.name: (i, p) for i, p in enumerate(after.ports)}
-    gone = [(i, p) for name, (i, p) in old.items() if new.get(name, (0, None))[1] != p]
-    come = [(i, p) for name, (i, p) in new.items() if old.get(name, (0, None))[1] != p]
+    # a port whose device stays (only impair or monitor change) is changed in place at commit
+    gone = [
+        (i, p) for name, (i, p) in old.items() if not same_device(new.get(name, (0, None))[1], p)
+    ]
+    come = [
+        (i, p) for name, (i, p) in new.items() if not same_device(old.get(name, (0, None))[1], p)
+    ]
     taken = {claim for _, p in come for claim in _claims(p)}
     changes: list[str] = []
     for index, port in gone:
@@ -196,9 +204,11 @@ def _prepare_ports(
 
 
 def _claims(port: PortConfig) -> set[str]:
-    """What two ports cannot both hold: the port name and its kernel interface."""
+    """What two ports cannot both hold: the port name, its kernel interface, and the path or
+    UDP address a socket port binds."""
     ifname = port_type(port).interface(port)
-    return {port.name} if ifname is None else {port.name, ifname}
+    endpoint = port_endpoint(port)
+    return {port.name} | {c for c in (ifname, endpoint) if c is not None}
 
 
 def _prepare_carpifs(node: "Node", steps: ExitStack, wanted: Wanted) -> None:

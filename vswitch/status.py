@@ -8,10 +8,20 @@ hooks has no "hooks" section); renderers must cope. States are carp(4) names ("I
 """
 
 from collections.abc import Iterator
-from typing import NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 STATES = ("INIT", "BACKUP", "MASTER")  # index = carp.constants.State value
 STATUS_FORMAT = 1
+
+
+class ImpairDirectionStatus(TypedDict):
+    """One direction ("in": received on the port, "out": sent out of it) of a port's impairment
+    (vswitch/impair.py) and what it did since it was first set."""
+
+    config: dict[str, Any]  # the node file's form: {"delay": "50ms", "loss": "1%"}; {}: cleared
+    passed: int  # frames let through (after their delay)
+    held: int  # frames in the delay line now
+    drops: dict[str, int]  # partition, loss, queue (rate backlog), limit (delay line full)
 
 
 class PortStatus(TypedDict):
@@ -27,11 +37,12 @@ class PortStatus(TypedDict):
     forwarded: NotRequired[int]  # rx_packets minus the receive-side drops
     drops: NotRequired[dict[str, int]]  # reason -> frames (vswitch/dataplane.py DROP_REASONS)
     refused: NotRequired[dict[str, int]]  # socket ports (stream, vde, vxlan): refusals by reason
+    impair: NotRequired[dict[str, ImpairDirectionStatus]]  # "in", "out": each one ever impaired
 
 
 class SwitchStatus(TypedDict):
     name: str
-    mode: str  # "learning" | "hub"
+    mode: str  # "learning" | "hub" | "learning-arp"
     mac_table: int  # learned MAC entries
     ports: list[PortStatus]
     table_full: NotRequired[int]  # sources not learned because the table was full
@@ -55,6 +66,7 @@ class CarpNodeStatus(TypedDict):
     since: float | None  # seconds in the current state
     transitions: int  # state changes since the node started
     peers: list[PeerStatus]
+    conflicts: NotRequired[int]  # `conflict` events: a less preferred master heard while MASTER
 
 
 class CarpIfStatus(TypedDict):

@@ -11,6 +11,7 @@ entry here.
 """
 
 import asyncio
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,10 +19,20 @@ from typing import Any, Generic, Protocol, TypeVar
 
 from carp.config import Model
 from vswitch import netlink
-from vswitch.config import RawPortConfig, TapPortConfig
+from vswitch.config import (
+    RawPortConfig,
+    StreamPortConfig,
+    TapPortConfig,
+    VdePortConfig,
+    VxlanPortConfig,
+)
 from vswitch.port import DevicePort
 from vswitch.raw import RawPort
+from vswitch.sockport import group_id, user_id
+from vswitch.stream import StreamPort
 from vswitch.tap import TapPort
+from vswitch.vde import VdePort
+from vswitch.vxlan import VxlanPort
 
 M = TypeVar("M", bound=Model)
 
@@ -106,8 +117,8 @@ class PortType(Generic[M]):
     name; and a reload that gives the name or the interface to a new port takes the old port
     off first (vswitch/reconfig.py).
 
-    A new type, e.g. vxlan: `VxlanPortConfig` in config.py's PORT_TYPES, a `VxlanPort(DevicePort)`
-    and `VxlanPortConfig: PortType(open_vxlan_port, check=...)` in PORT_OPENERS."""
+    A new type is its model in config.py's PORT_TYPES, a DevicePort subclass and its line in
+    PORT_OPENERS, as vxlan: `VxlanPortConfig`, `VxlanPort`, `PortType(open_vxlan_port)`."""
 
     open: Callable[[M, int], DevicePort]
     check: Callable[[M, System], None] = no_check
@@ -121,6 +132,61 @@ def tap_ifname(port: TapPortConfig) -> str:
 def open_tap_port(port: TapPortConfig, vnet_hdr: int) -> DevicePort:
     mac = parse_mac(port.mac) if port.mac else None
     return TapPort(tap_ifname(port), vnet_hdr=vnet_hdr, mac=mac, netns=port.netns)
+
+
+def require_netns_file(port: TapPortConfig, system: System) -> None:
+    """A namespace given as pid:PID or a path must be there (a container that has started)."""
+    spec = port.netns
+    if spec is not None and (spec.startswith("pid:") or "/" in spec):
+        found = netlink.netns_path(spec)
+        if not os.path.exists(found):
+            what = f"no process {spec[4:]}" if spec.startswith("pid:") else "no such file"
+            fix = "start the container or process first, or fix netns"
+            raise PortRefused("netns", f"{spec}: {what} ({found} is missing)", fix)
+
+
+def require_accounts(port: StreamPortConfig | VdePortConfig, system: System) -> None:
+    """The owner and group of a socket port's files must exist here."""
+    for key, lookup, value in (("owner", user_id, port.owner), ("group", group_id, port.group)):
+        try:
+            lookup(value)
+        except ValueError:
+            kind = "user" if key == "owner" else "group"
+            missing = f"no {kind} {value!r} on this host"
+            raise PortRefused(key, missing, f"create it or fix {key}") from None
+
+
+def open_stream_port(port: StreamPortConfig, vnet_hdr: int) -> DevicePort:
+    return StreamPort(
+        port.name,
+        port.path,
+        vnet_hdr=vnet_hdr,
+        owner=port.owner,
+        group=port.group,
+        mode=port.mode,
+    )
+
+
+def open_vde_port(port: VdePortConfig, vnet_hdr: int) -> DevicePort:
+    return VdePort(
+        port.name,
+        port.path,
+        vnet_hdr=vnet_hdr,
+        owner=port.owner,
+        group=port.group,
+        mode=port.mode,
+    )
+
+
+def open_vxlan_port(port: VxlanPortConfig, vnet_hdr: int) -> DevicePort:
+    return VxlanPort(
+        port.name,
+        vni=port.vni,
+        local=str(port.local),
+        remotes=[str(r) for r in port.remote],
+        port=port.port,
+        vnet_hdr=vnet_hdr,
+    )
 
 
 def require_interface(port: RawPortConfig, system: System) -> None:
@@ -140,8 +206,12 @@ def open_raw_port(port: RawPortConfig, vnet_hdr: int) -> DevicePort:
 # One entry per model of vswitch/config.py PORT_TYPES: model class -> how to open its device.
 # A new port type: its model in config.py, its DevicePort subclass, its line here.
 PORT_OPENERS: dict[type[Model], PortType[Any]] = {
-    TapPortConfig: PortType(open_tap_port, interface=tap_ifname),
+    TapPortConfig: PortType(open_tap_port, check=require_netns_file, interface=tap_ifname),
     RawPortConfig: PortType(open_raw_port, check=require_interface, interface=raw_ifname),
+    # socket ports: no kernel interface; frames without a virtio-net header (vswitch/segment.py)
+    StreamPortConfig: PortType(open_stream_port, check=require_accounts),
+    VdePortConfig: PortType(open_vde_port, check=require_accounts),
+    VxlanPortConfig: PortType(open_vxlan_port),
 }
 
 

@@ -1,9 +1,15 @@
 """TAP ports (python-pytun): IFF_TAP | IFF_NO_PI, optionally IFF_VNET_HDR with TSO offload.
 
 A TapPort creates its TAP (never attaches to an existing one: IFF_TUN_EXCL), optionally moves it
-into a named network namespace (how a VM or container attaches) and configures it there. Every
-queue is opened before the move: a later TUNSETIFF by name would create a new TAP in the
-opener's namespace (tap-io.md). The TAP disappears when the port is closed.
+into a network namespace (how a VM or container attaches) and configures it there. Every queue is
+opened before the move: a later TUNSETIFF by name would create a new TAP in the opener's
+namespace (tap-io.md). The TAP disappears when the port is closed.
+
+The namespace is a name under /run/netns, a namespace file (/proc/PID/ns/net, Docker's
+/var/run/docker/netns/ID) or pid:PID. A file or a pid is opened once and held while the port
+lives (netlink.pin_netns): every later netlink call goes to that namespace even if the pid is
+reused; if the container goes away while the port lives, its namespace (and the TAP) stay until
+the port is closed.
 
 Offload: with `vnet_hdr` (10 or 12) every frame carries a virtio-net header and TUNSETOFFLOAD
 (CSUM|TSO4|TSO6|TSO_ECN) lets the kernel hand over 64 KiB GSO frames: 8-12x TCP throughput.
@@ -24,7 +30,6 @@ import struct
 from collections.abc import Iterable, Mapping, Sequence
 
 import pytun
-from pyroute2.netlink.exceptions import NetlinkError
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
@@ -83,7 +88,7 @@ def poll_kernel(netns: str | None, ports: Sequence["TapPort"]) -> None:
                 str(link.get_attr("IFLA_IFNAME")): link.get_attr("IFLA_STATS64")
                 for link in ipr.link("dump")
             }
-    except (OSError, NetlinkError):
+    except Exception:  # a side channel of status: whatever pyroute2 raises, counts stay
         return
     apply_link_stats(ports, {k: v for k, v in stats.items() if v is not None})
 
@@ -117,6 +122,8 @@ class TapPort(DevicePort):
         if len(ifname.encode()) > 15:
             raise ValueError(f"interface name {ifname!r} is longer than 15 bytes")
         super().__init__(ifname, netns, vnet_hdr)
+        self.netns_spec = netns  # as configured; `netns` may become the pinned namespace's path
+        self._netns_fd: int | None = None
         self.mtu = mtu
         # without offload a frame is at most MTU + Ethernet + VLAN header (tap-io.md)
         self.bufsize = vnet_hdr + (GSO_MAX_FRAME if vnet_hdr else mtu + 18)
@@ -127,6 +134,9 @@ class TapPort(DevicePort):
             flags |= IFF_MULTI_QUEUE
         self._devs: list[pytun.TunTapDevice] = []
         try:
+            if netns is not None and ("/" in netns or netns.startswith("pid:")):
+                self._netns_fd, netns = netlink.pin_netns(netns)
+                self.netns = netns
             # EXCL on the first queue: never attach to a TAP that existed before us
             for i in range(queues):
                 self._devs.append(
@@ -185,3 +195,6 @@ class TapPort(DevicePort):
         for dev in self._devs:
             dev.close()
         self._devs.clear()
+        if self._netns_fd is not None:
+            os.close(self._netns_fd)
+            self._netns_fd = None

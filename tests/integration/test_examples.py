@@ -35,6 +35,12 @@ SHOWN = {
         r"ip-unicast\s+learning switch",
         r"ip-stealth\s+hub\s+",
     ],
+    "across-hosts": [
+        r"client 192\.0\.2\.100 -> 192\.0\.2\.1 over vxlan: answered \(through gwa\)",
+        r"^\s+gwb\s+MASTER$",
+        r"gwb took over \d+\.\d+ s after the kill",
+        r"client 192\.0\.2\.100 -> 192\.0\.2\.1 over vxlan: answered \(through gwb\)",
+    ],
 }
 
 

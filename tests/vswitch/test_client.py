@@ -89,6 +89,7 @@ def test_a_nodes_status_says_its_format() -> None:
         dataplane=SimpleNamespace(switch_status=list),
         counters={"adverts_unresolved": 0, "apply_errors": 0},
         datapath=None,
+        watch=SimpleNamespace(annotate=lambda switches: None, stats=dict),  # nothing impaired
     )
     status = NodeController(cast(Node, node), EventBus("gw-a")).status()
     assert next(iter(status)) == "format"

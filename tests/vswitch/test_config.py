@@ -11,6 +11,7 @@ from carp.params import CarpIfParams, CarpNodeParams, Sysctls
 from vswitch.config import (
     ConfigError,
     NodeConfig,
+    TapPortConfig,
     load_config,
     loads_config,
     parse_config,
@@ -326,7 +327,8 @@ ERROR_CASES = [
     ),
     (
         HEAD + 'ports = [{ name = "vm1", type = "tap", speed = 1 }]\n',
-        "switch.lan0.ports[0].speed: unknown key (known: name, type, ifname, netns, mac)",
+        "switch.lan0.ports[0].speed: unknown key (known: name, type, ifname, netns, mac, monitor, "
+        "impair)",
     ),
     (
         HEAD + '[switch."lan/0"]\n',
@@ -694,11 +696,177 @@ def test_each_port_type_is_its_own_model() -> None:
     tap, raw = config.switch["lan0"].ports
     assert isinstance(tap, TapPortConfig) and isinstance(raw, RawPortConfig)
     assert (tap.ifname, tap.netns, raw.ifname) == ("vm1", "ns1", "veth0")
-    assert set(PORT_TYPES) == {"tap", "raw"}
+    assert set(PORT_TYPES) == {"tap", "raw", "stream", "vde", "vxlan"}
     assert one_error(HEAD + 'ports = [{ name = "vm1" }]\n') == (
-        "switch.lan0.ports[0].type: missing (type = 'tap' or 'raw')"
+        "switch.lan0.ports[0].type: missing (type = 'tap' or 'raw' or 'stream' or 'vde' or 'vxlan')"
     )
     assert errors_of(HEAD + 'ports = [{ name = "up0", type = "raw", ifnam = "x" }]\n') == [
-        "switch.lan0.ports[0].ifnam: unknown key (did you mean ifname? known: name, type, ifname)",
+        "switch.lan0.ports[0].ifnam: unknown key (did you mean ifname? known: name, type, ifname, "
+        "monitor, impair)",
         "switch.lan0.ports[0].ifname: a raw port needs ifname (the interface to attach to)",
     ]
+
+
+# --- socket ports (stream, vde, vxlan) and namespaces by path or pid -----------------------------
+
+
+def test_socket_port_types() -> None:
+    from vswitch.config import StreamPortConfig, VdePortConfig, VxlanPortConfig
+
+    config = loads_config(
+        HEAD
+        + """
+[[switch.lan0.ports]]
+name = "vm1"
+type = "stream"
+path = "/run/vswitch/vm1.sock"
+group = "kvm"
+mode = "0660"
+[[switch.lan0.ports]]
+name = "lab"
+type = "vde"
+path = "/run/vswitch/lab.vde/"
+owner = 1000
+[[switch.lan0.ports]]
+name = "dc2"
+type = "vxlan"
+vni = 42
+local = "198.51.100.1"
+remote = ["198.51.100.2", "198.51.100.3"]
+"""
+    )
+    stream, vde, vxlan = config.switch["lan0"].ports
+    assert isinstance(stream, StreamPortConfig)
+    assert (stream.path, stream.group, stream.mode, stream.owner) == (
+        "/run/vswitch/vm1.sock",
+        "kvm",
+        0o660,
+        None,
+    )
+    assert isinstance(vde, VdePortConfig)
+    assert (vde.path, vde.owner, vde.mode) == ("/run/vswitch/lab.vde", "1000", None)
+    assert isinstance(vxlan, VxlanPortConfig)
+    assert (vxlan.vni, str(vxlan.local), [str(r) for r in vxlan.remote], vxlan.port) == (
+        42,
+        "198.51.100.1",
+        ["198.51.100.2", "198.51.100.3"],
+        4789,
+    )
+    # what `vswitch check` prints validates back to the same
+    ports = config.normalised()["switch"]["lan0"]["ports"]
+    assert ports[0]["mode"] == "0660"
+    assert ports[2]["local"] == "198.51.100.1" and ports[2]["remote"][1] == "198.51.100.3"
+    again = parse_config(config.normalised(show_pass=True))
+    assert again.switch["lan0"].ports == config.switch["lan0"].ports
+
+
+SOCKET_PORT_ERRORS = [
+    (
+        '{ name = "vm1", type = "stream" }',
+        "switch.lan0.ports[0].path: a stream port needs path (the socket to listen on, e.g. "
+        'path = "/run/vswitch/vm1.sock")',
+    ),
+    (
+        '{ name = "vm1", type = "stream", path = "vm1.sock" }',
+        "switch.lan0.ports[0].path: 'vm1.sock' is a relative path (give an absolute path",
+    ),
+    (
+        '{ name = "vm1", type = "stream", path = "/s", mode = 0o660 }',
+        "switch.lan0.ports[0].mode: 432 is a number (write the mode as an octal string, e.g. "
+        '"0660")',
+    ),
+    (
+        '{ name = "vm1", type = "stream", path = "/s", mode = "0999" }',
+        "switch.lan0.ports[0].mode: '0999' is not a file mode",
+    ),
+    (
+        '{ name = "vm1", type = "stream", path = "/s", owner = "bad name" }',
+        "switch.lan0.ports[0].owner: 'bad name' is not a user or group",
+    ),
+    (
+        '{ name = "vm1", type = "stream", path = "/s", vni = 4 }',
+        "switch.lan0.ports[0].vni: vni applies to vxlan ports, not stream",
+    ),
+    (
+        '{ name = "lab", type = "vde", path = "/' + "d" * 100 + '" }',
+        "switch.lan0.ports[0].path: '/ddd",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", local = "198.51.100.1", remote = ["198.51.100.2"] }',
+        "switch.lan0.ports[0].vni: a vxlan port needs vni (the segment's VXLAN network "
+        "identifier, 0..16777215)",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 16777216, local = "198.51.100.1", '
+        'remote = ["198.51.100.2"] }',
+        "switch.lan0.ports[0].vni: 16777216 is not a VXLAN network identifier (0 to 16777215)",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 1, local = "198.51.100.1", remote = [] }',
+        "switch.lan0.ports[0].remote: no peer",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 1, local = "198.51.100.1", remote = ["239.1.1.1"] }',
+        "switch.lan0.ports[0].remote[0]: 239.1.1.1 is a multicast address (give a unicast "
+        "address of a host; multicast groups are not used: list every peer)",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 1, local = "198.51.100.1", '
+        'remote = ["2001:db8::2"] }',
+        "switch.lan0.ports[0].remote[0]: 2001:db8::2 is IPv6 and local 198.51.100.1 is IPv4",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 1, local = "198.51.100.1", '
+        'remote = ["198.51.100.1"] }',
+        "switch.lan0.ports[0].remote[0]: 198.51.100.1 is the local address",
+    ),
+    (
+        '{ name = "dc2", type = "vxlan", vni = 1, local = "198.51.100.1", '
+        'remote = ["198.51.100.2"], port = 0 }',
+        "switch.lan0.ports[0].port: 0 is not a UDP port (1 to 65535; VXLAN's is 4789)",
+    ),
+    (
+        '{ name = "a", type = "stream", path = "/s" }, { name = "b", type = "vde", path = "/s" }',
+        "switch.lan0.ports[1].path: /s is already used by switch.lan0.ports[0].path",
+    ),
+    (
+        '{ name = "a", type = "stream", path = "/run/vswitch/gw-a.sock" }',
+        "switch.lan0.ports[0].path: /run/vswitch/gw-a.sock is already used by node.control",
+    ),
+    (
+        '{ name = "a", type = "vxlan", vni = 1, local = "198.51.100.1", remote = ["198.51.100.2"]'
+        ' }, { name = "b", type = "vxlan", vni = 2, local = "198.51.100.1", '
+        'remote = ["198.51.100.3"] }',
+        "switch.lan0.ports[1].port: udp 198.51.100.1:4789 is already used by "
+        "switch.lan0.ports[0].port",
+    ),
+    (
+        '{ name = "vm1", type = "tap", netns = "pid:x" }',
+        "switch.lan0.ports[0].netns: 'pid:x' does not name a process (write pid:PID",
+    ),
+    (
+        '{ name = "vm1", type = "tap", netns = "/proc/1/../2/ns/net" }',
+        "switch.lan0.ports[0].netns: '/proc/1/../2/ns/net' is not a usable namespace path",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ports", "expected"), SOCKET_PORT_ERRORS)
+def test_socket_port_errors_name_the_key_and_the_fix(ports: str, expected: str) -> None:
+    assert one_error(HEAD + f"ports = [{ports}]\n").startswith(expected)
+
+
+@pytest.mark.parametrize(
+    ("netns", "kept"),
+    [
+        ("blue", "blue"),
+        ("pid:04242", "pid:4242"),
+        ("/proc/4242/ns/net", "/proc/4242/ns/net"),
+        ("/var/run/docker/netns/1a2b3c", "/var/run/docker/netns/1a2b3c"),
+        ("/run/netns/blue", "/run/netns/blue"),
+    ],
+)
+def test_tap_netns_by_name_path_or_pid(netns: str, kept: str) -> None:
+    config = loads_config(HEAD + f'ports = [{{ name = "vm1", type = "tap", netns = "{netns}" }}]\n')
+    port = config.switch["lan0"].ports[0]
+    assert isinstance(port, TapPortConfig) and port.netns == kept

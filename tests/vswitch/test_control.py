@@ -6,8 +6,10 @@ import os
 import shutil
 import socket
 import stat
+import subprocess
+import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -17,6 +19,7 @@ from carp.actions import Reason
 from carp.constants import State
 from tests.vswitch.fakenode import FakeNode
 from tests.vswitch.loops import Run
+from tests.vswitch.polling import until
 from vswitch import control
 from vswitch.control import (
     LINE_LIMIT,
@@ -80,14 +83,6 @@ async def serving(path: str, node: FakeNode | None = None, **opts: Any) -> Async
         yield server, node
     finally:
         await server.close()
-
-
-async def until(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
 
 
 # ---- the socket file ----
@@ -641,5 +636,67 @@ def test_close_with_clients_connected(run: Run, sockdir: str) -> None:
         assert not os.path.exists(path)
         idle.close()
         streaming.close()
+
+    run(scenario())
+
+
+def test_one_process_holds_at_most_its_share(run: Run, sockdir: str) -> None:
+    """A client storm from one process (idle connections, subscribers) takes MAX_PER_PEER slots
+    at most: its own longest-idle connection makes room, and when none is idle it is refused,
+    while another process's CLI still gets in."""
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        async with serving(path) as (server, _):
+            subs = [await connect(path) for _ in range(control.MAX_PER_PEER)]
+            for n, sub in enumerate(subs[:-1]):
+                assert (await sub.ask(id=n, cmd="events", snapshot=False))["ok"]
+            idle = subs[-1]
+            await until(lambda: server.clients == control.MAX_PER_PEER, "every slot of ours")
+            newer = await connect(path)  # our own idle one makes room
+            assert (await newer.ask(id=1, cmd="status"))["ok"]
+            assert (await idle.next())["error"].startswith("closed: too many control clients")
+            assert (await newer.ask(id=2, cmd="events", snapshot=False))["ok"]
+            refused = await connect(path)  # none of ours idle now: refused
+            message = (await refused.next())["error"]
+            assert message == (
+                f"too many control connections from process {os.getpid()} ({control.MAX_PER_PEER})"
+            )
+            assert server.stats()["dropped_per_peer"] == 1
+            cli = await asyncio.to_thread(
+                subprocess.run,
+                [sys.executable, "-m", "vswitch", "status", "-s", path, "--json"],
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert cli.returncode == 0, cli.stderr  # another process is served
+            for conn in (*subs, newer, refused):
+                conn.close()
+
+    run(scenario())
+
+
+def test_a_cancelled_connection_ends_quietly(run: Run, sockdir: str) -> None:
+    """When the loop ends, connection tasks are cancelled: no 'Exception in callback' traceback
+    in the node's log (asyncio's start_unix_server reports a cancelled task as an error)."""
+    path = os.path.join(sockdir, "n.sock")
+
+    async def scenario() -> None:
+        errors: list[dict[str, Any]] = []
+        asyncio.get_running_loop().set_exception_handler(lambda _, ctx: errors.append(ctx))
+        async with serving(path):
+            conn = await connect(path)
+            assert (await conn.ask(id=1, cmd="status"))["ok"]
+            tasks = [
+                t for t in asyncio.all_tasks() if "ControlServer._client" in repr(t.get_coro())
+            ]
+            assert tasks
+            for task in tasks:
+                task.cancel()
+            await until(lambda: all(t.done() for t in tasks), "the connection task to end")
+            await asyncio.sleep(0)  # the task's done callbacks run on the next turn
+            conn.close()
+        assert errors == []
 
     run(scenario())

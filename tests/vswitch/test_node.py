@@ -12,7 +12,6 @@ import errno
 import logging
 import os
 import signal
-import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from ipaddress import IPv4Address, IPv4Network
@@ -27,6 +26,7 @@ from carp.balance import vhe_mac
 from carp.carpif import SENDAD_FACTOR
 from carp.constants import Balancing, State
 from carp.ifconfig import parse_change
+from tests.vswitch.polling import poll, until
 from vswitch.build import SWITCH_PORT_SYSCTLS
 from vswitch.config import (
     PORT_TYPES,
@@ -344,14 +344,6 @@ def is_advert(frame: bytes) -> bool:
 
 def arps(frames: list[bytes]) -> list[l2.ArpPacket]:
     return [a for f in frames if (a := l2.parse_arp(f)) is not None]
-
-
-async def until(cond: Callable[[], bool], deadline: float = 5.0) -> None:
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            raise AssertionError("condition not met before the deadline")
-        await asyncio.sleep(0.002)
 
 
 def started(
@@ -791,9 +783,8 @@ def test_signals_are_held_until_released() -> None:
     try:
         os.kill(os.getpid(), signal.SIGHUP)
         os.kill(os.getpid(), signal.SIGTERM)
-        deadline = time.monotonic() + 5.0
-        while len(held.pending) < 2 and time.monotonic() < deadline:
-            time.sleep(0.001)  # signal handlers run between bytecodes of the main thread
+        # the handlers run between bytecodes of the main thread: poll, no loop needed
+        poll(lambda: len(held.pending) >= 2, "both signals held")
         assert held.take() == [signal.SIGHUP, signal.SIGTERM]
         assert held.take() == []
     finally:

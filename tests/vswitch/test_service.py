@@ -406,6 +406,12 @@ def full_status() -> NodeStatus:
         for port in switch["ports"]:
             port["forwarded"] = port["rx_packets"]
             port["drops"] = dict.fromkeys(DROP_REASONS, 0)
+            drops = {"partition": 0, "loss": 1, "queue": 0, "limit": 0}
+            impaired = {"config": {"loss": "1%"}, "passed": 9, "held": 0, "drops": drops}
+            port["impair"] = {"in": impaired}
+    for carpif in status["carp"]:
+        for vhe in carpif["carpnodes"]:
+            vhe["conflicts"] = 0
     return status
 
 

@@ -169,6 +169,13 @@ class ControlClient:
         self._sock.settimeout(None)  # events may be minutes apart
         return iter(self._read, None)
 
+    def stream(self, cmd: str, **params: Any) -> tuple[Any, Iterator[bytes]]:
+        """A request whose answer turns the connection into bytes (`capture`): the result (an
+        error is raised here), then the bytes as they come until the node ends the stream."""
+        result = self.request(cmd, **params)
+        self._sock.settimeout(None)  # frames may be minutes apart
+        return result, iter(lambda: self._file.read1(65536), b"")
+
 
 class EventReader:
     """A node's live events, read in a thread of their own and handed to `on_event` as they
