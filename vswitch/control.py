@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterable
 from typing import Any, Protocol
 
+from carp.host import SYSCTL_PREFIX
 from carp.ifconfig import IfconfigChange, parse_change, parse_demote
 from vswitch.events import EventBus, SubscriptionClosed
 from vswitch.ifconfig_cmd import render_group, render_status
@@ -37,7 +38,6 @@ from vswitch.watch import CaptureSession
 
 log = logging.getLogger("vswitch.control")
 
-SYSCTL_PREFIX = "net.inet.carp."
 SYSCTLS = ("allow", "preempt", "log")  # writable; `stats` is read-only (section 8.1)
 LINE_LIMIT = 64 * 1024
 MAX_DEPTH = 32  # JSON nesting of a request; deeper would only feed the parser's recursion

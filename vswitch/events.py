@@ -23,7 +23,7 @@ from enum import StrEnum
 from typing import Any, NamedTuple
 
 from carp.actions import Action, CarrierChanged, Conflict, DemoteChanged, StateChanged
-from vswitch.status import NodeStatus, carpnodes
+from vswitch.status import CarpIfStatus, NodeStatus
 
 log = logging.getLogger("vswitch.events")
 
@@ -85,12 +85,18 @@ class CarpNodeState(NamedTuple):
     reason: str | None
 
 
-def states_from_status(status: NodeStatus) -> list[CarpNodeState]:
-    """The snapshot source for a node that already builds a status snapshot."""
+def states_of(carp: Iterable[CarpIfStatus]) -> list[CarpNodeState]:
+    """The snapshot source from the carp part of a status (`NodeController.carp_status()`)."""
     return [
         CarpNodeState(carpif["name"], vhe["vhid"], vhe["state"], vhe["reason"])
-        for carpif, vhe in carpnodes(status)
+        for carpif in carp
+        for vhe in carpif["carpnodes"]
     ]
+
+
+def states_from_status(status: NodeStatus) -> list[CarpNodeState]:
+    """The snapshot source for a node that already builds a whole status snapshot."""
+    return states_of(status["carp"])
 
 
 class SubscriptionClosed(Exception):

@@ -270,6 +270,7 @@ class SinkHandler(logging.Handler):
         super().__init__(level)
         self.sink = sink
         self.dropped = 0
+        self.last_resort: SinkHandler | None = None  # the one `install` put in place, if any
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
@@ -284,7 +285,8 @@ class SinkHandler(logging.Handler):
 def install(
     sink: LogSink, level: int = logging.INFO, logger: str = "vswitch", last_resort: bool = True
 ) -> SinkHandler:
-    """Route the `vswitch.*` Python loggers to `sink`.
+    """Route the `vswitch.*` Python loggers to `sink`; the handler returned counts the records
+    it drops (`dropped`), and keeps the last-resort handler below as `last_resort`.
 
     With `last_resort`, records of loggers with no handler at all (asyncio's "exception in
     callback", uvloop's) go to the sink at WARNING too, instead of logging's last-resort
@@ -295,5 +297,6 @@ def install(
     target.addHandler(handler)
     target.setLevel(min(target.level or level, level))
     if last_resort:
-        logging.lastResort = SinkHandler(sink, logging.WARNING)
+        handler.last_resort = SinkHandler(sink, logging.WARNING)
+        logging.lastResort = handler.last_resort
     return handler

@@ -156,18 +156,26 @@ class Node:
 
     # -- the hooks on the switches ---------------------------------------------------------------
 
+    # A hook that raises would leave the switch in the middle of a batch: the frames after it
+    # unswitched and uncounted, the ports unflushed. One frame that trips a bug is dropped and
+    # counted in apply_errors (logged once per kind) instead, and the batch goes on.
+
     def _on_special(self, switch: str) -> SpecialHook:
         def hook(now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
             assert self.datapath is not None and self.host is not None
-            self.neigh.snoop(now, frame)
-            emits = self._run(now, self.datapath.input(now, switch, port, frame))
-            # a frame this node takes for a unicast virtual MAC (modes none, arp) is for it
-            # alone; the multicast MAC of `ip` and the shared MACs of ip-unicast / ip-stealth
-            # also go on to the other nodes on the segment (§6.6)
-            for name, _ in emits:
-                sc = self.host.carpifs.get(name or "")
-                if sc is not None and not sc.balancing.is_ip:
-                    return False, emits
+            try:
+                self.neigh.snoop(now, frame)
+                emits = self._run(now, self.datapath.input(now, switch, port, frame))
+                # a frame this node takes for a unicast virtual MAC (modes none, arp) is for it
+                # alone; the multicast MAC of `ip` and the shared MACs of ip-unicast /
+                # ip-stealth also go on to the other nodes on the segment (§6.6)
+                for name, _ in emits:
+                    sc = self.host.carpifs.get(name or "")
+                    if sc is not None and not sc.balancing.is_ip:
+                        return False, emits
+            except Exception as exc:
+                self._failed(f"carp input on switch {switch}", exc)
+                return False, ()  # taken by the hook, nothing sent: counted above
             return True, emits
 
         return hook
@@ -175,15 +183,23 @@ class Node:
     def _on_multicast(self, switch: str) -> Callable[[float, str, bytes], Sequence[Emit]]:
         def hook(now: float, port: str, frame: bytes) -> Sequence[Emit]:
             assert self.datapath is not None
-            self.neigh.snoop(now, frame)
-            return self._run(now, self.datapath.input(now, switch, port, frame))
+            try:
+                self.neigh.snoop(now, frame)
+                return self._run(now, self.datapath.input(now, switch, port, frame))
+            except Exception as exc:
+                self._failed(f"carp input on switch {switch}", exc)
+                return ()  # the switch floods or counts the frame as it would without a hook
 
         return hook
 
     def _egress(self, switch: str) -> Callable[[float, str, bytes], bytes | None]:
         def egress(now: float, port: str, frame: bytes) -> bytes | None:
             assert self.datapath is not None
-            return self.datapath.output(switch, frame, port in self.devices.carp_taps)
+            try:
+                return self.datapath.output(switch, frame, port in self.devices.carp_taps)
+            except Exception as exc:
+                self._failed(f"carp output on switch {switch}", exc)
+                return None  # dropped: counted as filtered by the switch
 
         return egress
 
@@ -291,7 +307,7 @@ class Node:
         self.neigh.pin(
             [sc.params.carppeer for sc in host.carpifs.values() if sc.params.carppeer is not None]
         )
-        for name in self.config.switch:
+        for name in self.carpdevs:  # the switches running: a reload adds none (restart)
             fwd = self.dataplane.switch(name)
             macs = set(self.datapath.carpdev_macs.get(name, frozenset()))
             owners: dict[bytes, str] = {}

@@ -6,7 +6,7 @@ from typing import Any
 from carp.carpif import CarpInterface
 from carp.constants import State
 from carp.explain import explain, render
-from carp.host import CarpHost
+from carp.host import SYSCTL_PREFIX, CarpHost
 from carp.ifconfig import IfconfigChange
 from vswitch.config import ConfigError, NodeConfig, parse_config, port_table
 from vswitch.events import EventBus
@@ -60,14 +60,10 @@ class NodeController:
             "format": STATUS_FORMAT,
             "node": node.name,
             "uptime": round(now - node.started_at, 3),
-            "sysctl": {
-                "allow": int(host.sysctls.allow),
-                "preempt": int(host.sysctls.preempt),
-                "log": host.sysctls.log,
-            },
+            "sysctl": self._sysctls(),
             "groups": dict(host.groups),
             "switches": node.dataplane.switch_status(),
-            "carp": [self._carpif(sc, now) for sc in host.carpifs.values()],
+            "carp": self._carp(now),
             "carpstats": host.stats.as_dict(),
             "events": {
                 "seq": self.bus.seq,
@@ -94,6 +90,19 @@ class NodeController:
                 "overflows": hooks["overflows"],
             }
         return status
+
+    def carp_status(self) -> list[CarpIfStatus]:
+        """The `carp` part of `status()` alone: what STATUS= and the event snapshot need, without
+        the switches' kernel counters (a netlink dump per namespace) the full snapshot reads."""
+        return self._carp(self.node.clock())
+
+    def _carp(self, now: float) -> list[CarpIfStatus]:
+        return [self._carpif(sc, now) for sc in self._host.carpifs.values()]
+
+    def _sysctls(self) -> dict[str, int]:
+        """net.inet.carp.* by short name, as status and `vswitch sysctl` show them."""
+        sysctls = self._host.sysctls
+        return {"allow": int(sysctls.allow), "preempt": int(sysctls.preempt), "log": sysctls.log}
 
     def _channels(self) -> dict[str, dict[str, int]]:
         """Each side channel's counters; one that fails to report is skipped, never raised."""
@@ -163,14 +172,10 @@ class NodeController:
         if name is not None and value is not None:
             now = self.node.clock()
             self.node.apply(now, host.set_sysctl(now, name, value))
-        current = {
-            "allow": int(host.sysctls.allow),
-            "preempt": int(host.sysctls.preempt),
-            "log": host.sysctls.log,
-        }
+        current = self._sysctls()
         if name is None:
             return current
-        short = name.removeprefix("net.inet.carp.")
+        short = name.removeprefix(SYSCTL_PREFIX)
         if short not in current:
             raise ValueError(f"unknown sysctl {name} (allow, preempt, log)")
         return {short: current[short]}

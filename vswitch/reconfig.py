@@ -15,11 +15,15 @@ from collections.abc import Mapping
 from contextlib import ExitStack
 from typing import TYPE_CHECKING
 
+from pydantic import ValidationError
+
+from carp import configerrors
 from carp.actions import Action
 from carp.carpif import keeps_state
 from carp.datapath import DataPath
-from carp.host import CarpHost
+from carp.host import SYSCTL_PREFIX, CarpHost
 from carp.ifconfig import IfconfigChange, apply_params
+from carp.ifconfig_fold import KeyForm, ParsedIfconfig
 from carp.params import CarpIfParams
 from vswitch.build import cookie, refused, undo
 from vswitch.config import ConfigError, NodeConfig, PortConfig, SwitchConfig, port_endpoint
@@ -46,6 +50,7 @@ def ifconfig(node: "Node", carpif: str, change: IfconfigChange) -> None:
         if params.carpdev not in node.carpdevs:
             raise ValueError(f"carpdev {params.carpdev}: no such switch")
         if params != sc.params:
+            _check_node(node, carpif, change)
             wanted: dict[str, CarpIfParams | None] = {carpif: params}
             try:
                 with ExitStack() as steps:
@@ -59,6 +64,46 @@ def ifconfig(node: "Node", carpif: str, change: IfconfigChange) -> None:
     if change.state is not None:
         actions += host.force_state(now, carpif, change.state)
     node.apply(now, actions)
+
+
+def _check_node(node: "Node", carpif: str, change: IfconfigChange) -> None:
+    """The node file's rules across sections (NodeConfig: a virtual address that a host address
+    of the carpdev covers and that no other address of the node has, a vhid free on the
+    carpdev, a carppeer that is not a subnet's broadcast) on the running carp interfaces with
+    `change` folded onto `carpif`. ValueError names what the change brings as `apply_params`
+    names its errors; a mismatch that was there before (a carp interface a reload left for a
+    restart) is not this change's to refuse."""
+    host = node.core()
+    others = {n: KeyForm.of(sc.params).result() for n, sc in host.carpifs.items() if n != carpif}
+    form = KeyForm.of(host.carpifs[carpif].params)
+    before = _node_errors(node, others, carpif, form.result())
+    form.apply_line(change.operations)  # the fold apply_params did, for its words
+    errors = [e for e in _node_errors(node, others, carpif, form.result()) if e not in before]
+    if errors:
+        raise ValueError("; ".join(errors))
+
+
+def _node_errors(
+    node: "Node", others: Mapping[str, ParsedIfconfig], carpif: str, parsed: ParsedIfconfig
+) -> list[str]:
+    """NodeConfig's errors for the node's file with these carp interfaces, `carpif` last: what
+    it clashes with (a vhid, an address) is then reported on it, by the word that set it."""
+    config = node.config
+    carps = {name: p.fields for name, p in others.items()} | {carpif: parsed.fields}
+    data = {
+        "node": config.node,
+        "sysctl": config.sysctl,
+        "switch": config.switch,
+        "carp": carps,
+        "hook": config.hook,
+    }
+    try:
+        NodeConfig.model_validate(data)
+    except ValidationError as exc:
+        ours = f"carp.{configerrors.key(carpif)}.ifconfig: "  # the file's path, not a command's
+        found = configerrors.rendered(NodeConfig, exc, {carpif: parsed})
+        return [error.removeprefix(ours) for error in found]
+    return []
 
 
 def reload(node: "Node", config: NodeConfig) -> list[str]:
@@ -83,7 +128,7 @@ def reload(node: "Node", config: NodeConfig) -> list[str]:
     actions: list[Action] = []
     for key, value in sysctls.items():
         actions += host.set_sysctl(now, key, value)
-        changes.append(f"net.inet.carp.{key}={value}")
+        changes.append(f"{SYSCTL_PREFIX}{key}={value}")
     for name, (before, after) in switches.items():
         if (before.mode, before.ageing) != (after.mode, after.ageing):
             fwd = node.dataplane.switch(name)

@@ -25,9 +25,9 @@ from carp.actions import StateChanged
 from vswitch.config import ConfigError, NodeConfig, load_config
 from vswitch.control import ControlServer, ControlSocketError
 from vswitch.dataplane import DataPlane
-from vswitch.events import EventBus, states_from_status
+from vswitch.events import EventBus, states_of
 from vswitch.hooks import HookRunner, HookSpec
-from vswitch.logsink import LogSink, install, open_sink
+from vswitch.logsink import LogSink, SinkHandler, install, open_sink
 from vswitch.metrics import MetricsServer
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
@@ -76,7 +76,12 @@ def control_path(config: NodeConfig) -> str:
 
 
 async def serve(
-    config: NodeConfig, path: str | None, sink: LogSink, held: HeldSignals, notifier: Notifier
+    config: NodeConfig,
+    path: str | None,
+    sink: LogSink,
+    held: HeldSignals,
+    notifier: Notifier,
+    bridge: SinkHandler | None = None,
 ) -> int:
     loop = asyncio.get_running_loop()
     # closed in the reverse order: signals, node, control socket, metrics, hooks
@@ -99,14 +104,16 @@ async def serve(
             clock=LoopClock(loop),
             sink=sink,
         )
-        bus = EventBus(node.name, lambda: states_from_status(controller.status()))
+        bus = EventBus(node.name, lambda: states_of(controller.carp_status()))
         controller = NodeController(node, bus, hooks, (lambda: load_config(path)) if path else None)
         bus.add_listener(hooks.submit)
         node.listeners.append(bus.publish_actions)
         node.listeners.append(functools.partial(_tell_systemd, notifier, controller))
         control = ControlServer(control_path(config), controller, bus)
         cleanup.push_async_callback(control.close)
-        controller.channels["log"] = lambda: {"dropped": sink.dropped}
+        controller.channels["log"] = functools.partial(log_stats, sink, bridge)
+        if notifier.address is not None:  # started by systemd
+            controller.channels["systemd"] = notifier.stats
         controller.channels["control"] = control.stats
         if metrics is not None:
             controller.channels["metrics"] = metrics.stats
@@ -124,8 +131,7 @@ async def serve(
             loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, reload)
         sink.emit(6, f"vswitch: node {node.name} running (control {control.path})")
-        if notifier.enabled:
-            notifier.status(status_text(controller.status()))
+        report_status(notifier, controller)
         notifier.ready()
         cleanup.callback(notifier.start_watchdog(loop))
         # what start-up built lives as long as the node: out of the collector's sight, so a
@@ -167,11 +173,29 @@ def _publish_links(node: Node, bus: EventBus) -> None:
     node.dataplane.on_link = on_link
 
 
+def log_stats(sink: LogSink, bridge: SinkHandler | None) -> dict[str, int]:
+    """The log channel's counters: lines the sink dropped, and records of the node's Python
+    logging (its bridge, and the last resort for loggers without a handler) it dropped."""
+    handlers = [] if bridge is None else [bridge, bridge.last_resort]
+    lost = sum(handler.dropped for handler in handlers if handler is not None)
+    return {"dropped": sink.dropped, "bridge_dropped": lost}
+
+
+def report_status(notifier: Notifier, controller: NodeController) -> None:
+    """STATUS= with the carp states (`systemctl status` shows them), from the carp part of the
+    status only: nothing is read when nobody listens, and a failure is logged, not raised."""
+    if not notifier.enabled:
+        return
+    try:
+        notifier.status(status_text(controller.carp_status()))
+    except Exception:
+        log.exception("STATUS= not sent")
+
+
 def _tell_systemd(notifier: Notifier, controller: NodeController, now: float, actions: Any) -> None:
-    """STATUS= follows the carp states (`systemctl status` shows them). A status snapshot is
-    not free (it reads kernel counters): none is taken when nobody listens."""
+    """STATUS= follows the carp states."""
     if notifier.enabled and any(isinstance(action, StateChanged) for action in actions):
-        notifier.status(status_text(controller.status()))
+        report_status(notifier, controller)
 
 
 def _reload(controller: NodeController, sink: LogSink, notifier: Notifier) -> None:
@@ -186,9 +210,8 @@ def _reload(controller: NodeController, sink: LogSink, notifier: Notifier) -> No
         sink.emit(3, f"vswitch: reload failed: {type(exc).__name__}: {exc}")
         return
     finally:
-        if notifier.enabled:
-            notifier.status(status_text(controller.status()))
-        notifier.ready()
+        notifier.ready()  # first: a status that cannot be built must not cost the READY=1
+        report_status(notifier, controller)
     sink.emit(5, f"vswitch: reloaded ({'; '.join(changes) or 'no change'})")
 
 
@@ -203,9 +226,9 @@ def run(args: argparse.Namespace) -> int:
             print(exc, file=sys.stderr)
             return 2
         sink = open_sink(config.node.log, config.node.name)
-        install(sink)
+        bridge = install(sink)
         try:
-            return uvloop.run(serve(config, args.config, sink, held, notifier))
+            return uvloop.run(serve(config, args.config, sink, held, notifier, bridge))
         except ConfigError as exc:  # the system refused the configuration (a missing interface)
             for line in exc.errors:
                 print(f"vswitch: {config.node.name}: {line}", file=sys.stderr)

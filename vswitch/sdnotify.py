@@ -16,10 +16,10 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from typing import TYPE_CHECKING
 
-from vswitch.status import NodeStatus
+from vswitch.status import CarpIfStatus
 
 if TYPE_CHECKING:
     import asyncio
@@ -60,11 +60,12 @@ def monotonic_usec() -> int:
     return time.monotonic_ns() // 1000
 
 
-def status_text(status: NodeStatus) -> str:
-    """One line for STATUS=: each carp interface with its carpnodes' states,
-    `carp0 MASTER, carp1 2:MASTER 3:BACKUP` (vhid:state when it has several)."""
+def status_text(carp: Iterable[CarpIfStatus]) -> str:
+    """One line for STATUS= from the carp part of the status (`NodeController.carp_status()`):
+    each carp interface with its carpnodes' states, `carp0 MASTER, carp1 2:MASTER 3:BACKUP`
+    (vhid:state when it has several)."""
     parts = []
-    for carpif in status["carp"]:
+    for carpif in carp:
         nodes = carpif["carpnodes"]
         if len(nodes) == 1:
             states = nodes[0]["state"]
@@ -109,6 +110,10 @@ class Notifier:
     @property
     def enabled(self) -> bool:
         return self._sock is not None
+
+    def stats(self) -> dict[str, int]:
+        """The side channel's counters for status: messages sent, and dropped (not sent)."""
+        return {"sent": self.sent, "dropped": self.dropped}
 
     def send(self, *assignments: str) -> bool:
         """One datagram of `KEY=value` lines; False when it could not be sent (or no socket)."""

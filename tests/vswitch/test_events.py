@@ -14,6 +14,7 @@ from vswitch.events import (
     EventType,
     SubscriptionClosed,
     states_from_status,
+    states_of,
 )
 from vswitch.status import NodeStatus
 
@@ -214,6 +215,8 @@ def test_states_from_status() -> None:
         CarpNodeState("carp1", 1, "MASTER", "preempting a less preferred master"),
         CarpNodeState("carp1", 2, "BACKUP", None),
     ]
+    assert states_of(status["carp"]) == states_from_status(status)  # carp_status() alone
+    assert states_of([]) == []
 
 
 def test_a_failing_listener_is_counted_not_raised() -> None:

@@ -9,12 +9,15 @@ import asyncio
 import contextlib
 import copy
 import errno
+import functools
 import logging
 import os
 import signal
+import socket
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,14 +41,15 @@ from vswitch.config import (
 )
 from vswitch.control import Dispatcher
 from vswitch.dataplane import DataPlane
-from vswitch.events import EventBus
-from vswitch.logsink import LogSink
+from vswitch.events import EventBus, states_of
+from vswitch.logsink import LogSink, install
 from vswitch.neigh import NeighbourCache
 from vswitch.netlink import LinkState
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
 from vswitch.port import DevicePort
-from vswitch.run import HeldSignals
+from vswitch.run import HeldSignals, _reload, _tell_systemd, log_stats
+from vswitch.sdnotify import Notifier
 from vswitch.system import (
     PORT_OPENERS,
     LinuxSystem,
@@ -562,6 +566,64 @@ def test_an_ifconfig_change_that_cannot_be_applied_changes_nothing(
     harness(scenario, config=make_config(with_carp1))
 
 
+def test_ifconfig_keeps_the_rules_of_the_node_file(harness: Callable[..., None]) -> None:
+    async def scenario(h: Harness) -> None:
+        host = h.node.host
+        assert host is not None
+        h.to_master()
+        tap = h.dev("carp0")
+        refusals = {
+            ("alias", "192.0.2.9/24"): "word 2 '192.0.2.9/24': no host address of switch "
+            "lan0 is in 192.0.2.0/24, so the node has no route back to its clients",
+            ("alias", "198.51.100.2/24"): "word 2 '198.51.100.2/24': 198.51.100.2 is "
+            "already a host address of switch lan0 (virtual addresses must be unique",
+            ("alias", "198.51.100.11/24"): "word 2 '198.51.100.11/24': 198.51.100.11 is "
+            "already a virtual address of carp1 (virtual addresses must be unique",
+            ("carppeer", "198.51.100.255"): "word 1 'carppeer 198.51.100.255': 198.51.100.255 "
+            "is the broadcast address of 198.51.100.0/24",
+            ("vhid", "2"): "word 1 'vhid 2': vhid 2 is already used by carp1 on switch lan0",
+        }
+        for words, message in refusals.items():
+            with pytest.raises(ValueError) as refused:
+                h.node.ifconfig("carp0", parse_change(list(words)))
+            assert str(refused.value).startswith(message), str(refused.value)
+            assert "carp.carp0" not in str(refused.value)
+            params = host.carpifs["carp0"].params
+            assert [str(a) for a in params.addresses] == [VIP] and params.carppeer is None
+            assert h.dev("carp0") is tap and not tap.closed and h.state() is State.MASTER
+            assert h.system.addresses["carp0"] == [VIP]
+        h.node.ifconfig("carp0", parse_change(["alias", "198.51.100.20/24"]))  # a covered one
+        addresses = [str(a) for a in host.carpifs["carp0"].params.addresses]
+        assert addresses == [VIP, "198.51.100.20/24"]
+
+    harness(scenario, config=make_config(with_carp1))
+
+
+def test_ifconfig_refuses_only_what_the_change_brings(harness: Callable[..., None]) -> None:
+    """A reload that leaves carp0 for a restart (its new carpdev is a new switch) leaves the
+    running carp0 outside the file's subnets: unrelated changes to it still apply."""
+
+    async def scenario(h: Harness) -> None:
+        host = h.node.host
+        assert host is not None
+
+        def move(data: dict[str, Any]) -> None:
+            data["switch"]["lan0"]["host"] = ["203.0.113.2/24"]
+            data["switch"]["lan1"] = {"host": ["198.51.100.3/24"], "offload": False}
+            data["carp"]["carp0"]["carpdev"] = "lan1"
+
+        changes = h.node.reload(make_config(move))
+        assert "carp0: carpdev lan1 needs a restart" in changes
+        assert host.carpifs["carp0"].carpdev == "lan0"
+        h.node.ifconfig("carp0", parse_change(["advskew", "7"]))
+        assert host.carpifs["carp0"].leader.advskew == 7
+        with pytest.raises(ValueError, match=r"^word 2 '192\.0\.2\.9/24': no host"):
+            h.node.ifconfig("carp0", parse_change(["alias", "192.0.2.9/24"]))
+        assert [str(a) for a in host.carpifs["carp0"].params.addresses] == [VIP]
+
+    harness(scenario)
+
+
 # -- reload ----------------------------------------------------------------------------------------
 
 
@@ -631,6 +693,49 @@ def test_a_reload_that_fails_changes_nothing_and_the_next_one_applies(
     harness(scenario)
 
 
+def test_reload_sets_the_switch_mode_as_a_start_does(harness: Callable[..., None]) -> None:
+    def mode(name: str) -> Callable[[dict[str, Any]], None]:
+        def edit(data: dict[str, Any]) -> None:
+            data["switch"]["lan0"]["mode"] = name
+
+        return edit
+
+    async def scenario(h: Harness) -> None:
+        fwd = h.node.dataplane.switch("lan0")
+        for name in ("learning-arp", "hub", "learning-arp", "learning"):
+            started_so = started(make_config(mode(name)), system=FakeSystem(("up0",)))
+            try:
+                at_start = started_so.node.dataplane.switch("lan0")
+                expected = (at_start.mode, at_start.hub, at_start.learn_arp)
+            finally:
+                started_so.node.close()
+            changes = h.node.reload(make_config(mode(name)))
+            assert changes == [f"switch lan0: mode {name}, ageing 300"]
+            assert (fwd.mode, fwd.hub, fwd.learn_arp) == expected
+            assert expected[0] == name
+            (status,) = h.node.dataplane.switch_status()
+            assert status["mode"] == name
+
+    harness(scenario)
+
+
+def test_sysctls_read_the_same_everywhere(harness: Callable[..., None]) -> None:
+    async def scenario(h: Harness) -> None:
+        controller = NodeController(h.node, EventBus("gw-a"))
+        dispatcher = Dispatcher(controller)
+        answer = dispatcher.handle({"id": 1, "cmd": "sysctl", "name": "preempt", "value": 1})
+        assert answer["result"] == {"net.inet.carp.preempt": 1, "old": 0}
+        every = {"allow": 1, "preempt": 1, "log": 2}
+        assert controller.sysctl(None, None) == controller.status()["sysctl"] == every
+        assert controller.sysctl("net.inet.carp.log", None) == {"log": 2}
+        answer = dispatcher.handle({"id": 2, "cmd": "sysctl"})
+        assert {k: v for k, v in answer["result"].items() if ".stats." not in k} == {
+            f"net.inet.carp.{k}": v for k, v in every.items()
+        }
+
+    harness(scenario)
+
+
 # -- nothing on the side stops the protocol --------------------------------------------------------
 
 
@@ -662,6 +767,60 @@ def test_a_raising_sink_and_listener_stop_neither_adverts_nor_the_timer(
     data = config_data()
     data["sysctl"] = {"log": 7}
     harness(scenario, config=parse_config(data), sink=BrokenSink())
+
+
+def ether(dst: bytes, src: bytes, fill: int) -> bytes:
+    return dst + src + b"\x88\xb5" + bytes([fill]) * 46
+
+
+BAD = 0xEE  # the payload byte the broken core trips on
+
+
+def test_a_carp_hook_that_raises_drops_that_frame_only(
+    harness: Callable[..., None], caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario(h: Harness) -> None:
+        dp = h.node.datapath
+        assert dp is not None
+        real_input, real_output = dp.input, dp.output
+
+        def input_(now: float, carpdev: str, port: str, frame: bytes) -> list[Action]:
+            if frame[-1] == BAD:
+                raise RuntimeError("core bug")
+            return real_input(now, carpdev, port, frame)
+
+        def output(carpdev: str, frame: bytes, from_carp: bool) -> bytes | None:
+            if frame[-1] == BAD:
+                raise RuntimeError("core bug")
+            return real_output(carpdev, frame, from_carp)
+
+        dp.input = input_  # type: ignore[method-assign]
+        dp.output = output  # type: ignore[method-assign]
+        h.to_master()
+        up0, carp_mac, everyone = h.dev("up0"), vhe_mac(1, Balancing.NONE, True), b"\xff" * 6
+        assert carp_mac in h.node.dataplane.switch("lan0").special_macs
+        good = [ether(everyone, OTHER_MAC, n) for n in (1, 2, 3)]
+        with caplog.at_level(logging.ERROR, logger="vswitch.node"):
+            # multicast hook, special hook, then the host port's egress filter
+            h.dev("vm1").receive(
+                good[0], ether(everyone, OTHER_MAC, BAD), good[1], ether(carp_mac, OTHER_MAC, BAD)
+            )
+            h.dev("vm1").receive(good[2])
+            await until(lambda: good[2] in up0.out)
+            assert good[0] in up0.out and good[1] in up0.out
+            mine = [ether(everyone, OWN_MAC, n) for n in (4, 5)]
+            h.dev("lan0").receive(mine[0], ether(everyone, OWN_MAC, BAD), mine[1])
+            await until(lambda: mine[1] in up0.out)
+            assert mine[0] in up0.out and ether(everyone, OWN_MAC, BAD) not in up0.out
+        assert h.node.counters["apply_errors"] == 3
+        host_port = h.node.dataplane.switch("lan0").ports["lan0"]
+        assert host_port.counters.rx_filtered == 1
+        logged = [r.getMessage() for r in caplog.records if r.name == "vswitch.node"]
+        assert sum("carp input on switch lan0 failed" in m for m in logged) == 1  # once per kind
+        assert sum("carp output on switch lan0 failed" in m for m in logged) == 1
+        assert h.state() is State.MASTER
+
+    harness(scenario)
 
 
 def test_a_core_that_raises_in_its_timer_is_retried_later(harness: Callable[..., None]) -> None:
@@ -790,6 +949,117 @@ def test_signals_are_held_until_released() -> None:
     finally:
         held.release()
     assert signal.getsignal(signal.SIGHUP) == before
+
+
+# -- run.py: what systemd and the side channels are told ------------------------------------------
+
+
+class Manager:
+    """systemd's end of NOTIFY_SOCKET: the datagrams received, in order."""
+
+    def __init__(self, path: str) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.setblocking(False)
+        self.notifier = Notifier(path)
+
+    def received(self) -> list[bytes]:
+        out = []
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                out.append(self.sock.recv(4096))
+        return out
+
+    def close(self) -> None:
+        self.notifier.close()
+        self.sock.close()
+
+
+def counting_switch_status(node: Node) -> list[int]:
+    """Calls of the data plane's switch_status (the kernel counters): counted from now."""
+    calls: list[int] = []
+    real = node.dataplane.switch_status
+
+    def counted() -> Any:
+        calls.append(1)
+        return real()
+
+    node.dataplane.switch_status = counted  # type: ignore[method-assign]
+    return calls
+
+
+def test_state_changes_tell_systemd_the_carp_states_only(
+    harness: Callable[..., None], tmp_path: Path
+) -> None:
+    async def scenario(h: Harness) -> None:
+        manager = Manager(str(tmp_path / "notify"))
+        try:
+            bus = EventBus("gw-a", lambda: states_of(controller.carp_status()))  # as run.py
+            controller = NodeController(h.node, bus)
+            reads = counting_switch_status(h.node)
+            h.node.listeners.append(functools.partial(_tell_systemd, manager.notifier, controller))
+            assert controller.carp_status() == controller.status()["carp"]
+            reads.clear()
+            h.clock.advance(3.0)  # master-down: BACKUP -> MASTER
+            assert manager.received() == [b"STATUS=carp0 MASTER"]
+            snapshot = bus.subscribe(maxsize=8)
+            event = snapshot.get_nowait()
+            assert event is not None and (event.carpif, event.vhid, event.new) == (
+                "carp0",
+                1,
+                "MASTER",
+            )
+            assert not reads  # neither read a switch's counters
+            assert manager.notifier.stats() == {"sent": 1, "dropped": 0}
+        finally:
+            manager.close()
+
+    harness(scenario)
+
+
+def test_a_reload_ends_with_ready_even_without_a_status(
+    harness: Callable[..., None], tmp_path: Path
+) -> None:
+    async def scenario(h: Harness) -> None:
+        manager = Manager(str(tmp_path / "notify"))
+        sink = RecordingSink()
+        try:
+            controller = NodeController(h.node, EventBus("gw-a"), None, make_config)
+            _reload(controller, sink, manager.notifier)
+            got = manager.received()
+            assert got[0].startswith(b"RELOADING=1\n") and got[1:] == [
+                b"READY=1",
+                b"STATUS=carp0 BACKUP",
+            ]
+
+            def broken() -> Any:
+                raise RuntimeError("status bug")
+
+            controller.carp_status = broken  # type: ignore[method-assign]
+            _reload(controller, sink, manager.notifier)
+            assert manager.received()[1:] == [b"READY=1"]
+            assert [m for _, m in sink.lines] == ["vswitch: reloaded (no change)"] * 2
+        finally:
+            manager.close()
+
+    harness(scenario)
+
+
+def test_the_log_channel_counts_what_the_logging_bridge_dropped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(logging, "lastResort", logging.lastResort)  # restored afterwards
+    sink = BrokenSink()
+    bridge = install(sink, logger="vswitch.test_node.bridge")
+    try:
+        assert log_stats(sink, bridge) == {"dropped": 0, "bridge_dropped": 0}
+        logging.getLogger("vswitch.test_node.bridge").warning("lost")
+        monkeypatch.setattr(logging.getLogger("vswitch.test_node.nohandler"), "propagate", False)
+        logging.getLogger("vswitch.test_node.nohandler").warning("lost too")  # the last resort
+        assert log_stats(sink, bridge) == {"dropped": 0, "bridge_dropped": 2}
+        assert log_stats(sink, None) == {"dropped": 0, "bridge_dropped": 0}
+    finally:
+        logging.getLogger("vswitch.test_node.bridge").removeHandler(bridge)
 
 
 # -- the protocol's turn between forwarding batches (issue 10, item 3) ------------------------

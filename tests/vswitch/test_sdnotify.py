@@ -67,6 +67,7 @@ def test_each_message_is_the_exact_datagram(manager: Manager) -> None:
     assert notifier.watchdog()
     assert manager.receive() == b"WATCHDOG=1"
     assert notifier.sent == 5 and notifier.dropped == 0
+    assert notifier.stats() == {"sent": 5, "dropped": 0}
     notifier.close()
 
 
@@ -89,11 +90,11 @@ def test_a_status_text_stays_one_assignment(manager: Manager) -> None:
 
 def test_status_text_names_each_carp_interface_and_its_states() -> None:
     node = FakeNode()
-    assert status_text(node.status()) == "carp0 MASTER, carp1 2:MASTER 3:BACKUP"
+    assert status_text(node.status()["carp"]) == "carp0 MASTER, carp1 2:MASTER 3:BACKUP"
     node.states[("carp0", 1)] = "BACKUP"
-    assert status_text(node.status()).startswith("carp0 BACKUP, ")
+    assert status_text(node.status()["carp"]).startswith("carp0 BACKUP, ")
     node.params.clear()
-    assert status_text(node.status()) == "no carp interfaces"
+    assert status_text(node.status()["carp"]) == "no carp interfaces"
 
 
 def test_without_notify_socket_everything_is_a_no_op() -> None:
@@ -118,6 +119,7 @@ def test_an_unreachable_manager_is_counted_not_raised(tmp_path: Path) -> None:
     assert not notifier.ready()
     assert not notifier.stopping()
     assert notifier.dropped == 2 and notifier.sent == 0
+    assert notifier.stats() == {"sent": 0, "dropped": 2}  # what status reports for "systemd"
 
 
 def test_a_full_queue_drops_instead_of_blocking(manager: Manager) -> None:
