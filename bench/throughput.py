@@ -426,9 +426,15 @@ def run_path(name: str, settings: Settings) -> tuple[dict[str, float], Any]:
 def serve(spec_json: str) -> int:
     import uvloop
 
+    from vswitch import netlink
+    from vswitch.config import TapPortConfig
     from vswitch.dataplane import DataPlane
+    from vswitch.port import DevicePort
+    from vswitch.system import LinuxSystem
+    from vswitch.tap import TapPort
 
     spec = json.loads(spec_json)
+    system = LinuxSystem()
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -441,19 +447,24 @@ def serve(spec_json: str) -> int:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, on_signal)
         with DataPlane(loop) as dp:
-            dp.add_switch("lan0", offload=spec["offload"])
+            vnet_hdr = dp.add_switch("lan0", offload=spec["offload"]).vnet_hdr
             for t in spec["taps"]:
-                dp.add_tap(
-                    "lan0",
-                    t["name"],
-                    ifname=t["ifname"],
-                    netns=t["netns"],
-                    addresses=t["addresses"],
-                    queues=t.get("queues", 1),
-                )
+                dev: DevicePort
+                if t["queues"] == 1:  # opened as the node opens a `type = "tap"` port
+                    port = TapPortConfig(
+                        name=t["name"], type="tap", ifname=t["ifname"], netns=t["netns"]
+                    )
+                    dev = system.open_port(port, vnet_hdr=vnet_hdr)
+                else:  # the node file has no multiqueue TAPs
+                    dev = TapPort(
+                        t["ifname"], vnet_hdr=vnet_hdr, netns=t["netns"], queues=t["queues"]
+                    )
+                dp.add_port("lan0", t["name"], dev)
+                for cidr in t["addresses"]:
+                    netlink.add_address(t["ifname"], cidr, netns=t["netns"], nodad=True)
             print("ready", flush=True)
             await stop
-            print(json.dumps(dp.stats()), flush=True)
+            print(json.dumps(dp.counters()), flush=True)
 
     uvloop.run(main())
     return 0

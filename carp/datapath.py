@@ -19,14 +19,13 @@ from typing import Protocol
 from carp import l2
 from carp.actions import Action, Deliver, Transmit, TxKind
 from carp.balance import arp_choice, arp_hash, lsdrop_keep, source_mac, tap_mac
-from carp.constants import IPPROTO_CARP, Balancing, State
+from carp.constants import Balancing, State
 from carp.params import CarpDev
-from carp.wire import IPV6_EXTENSIONS, parse_ip
+from carp.wire import frame_is_carp
 
 _IP4 = b"\x08\x00"
 _IP6 = b"\x86\xdd"
 _ARP = b"\x08\x06"
-_CARP = bytes((IPPROTO_CARP,))
 _ICMP6 = bytes((l2.IPPROTO_ICMPV6,))
 _NS = bytes((l2.ND_NEIGHBOR_SOLICIT,))
 _NA = bytes((l2.ND_NEIGHBOR_ADVERT,))
@@ -34,7 +33,6 @@ _OP_REQUEST = l2.ARPOP_REQUEST.to_bytes(2, "big")
 _OP_REPLY = l2.ARPOP_REPLY.to_bytes(2, "big")
 _UNSPECIFIED = bytes(16)
 _HOPOPTS = b"\x00"
-_IP6_EXTENSIONS = frozenset(bytes((n,)) for n in IPV6_EXTENSIONS)
 # kernel chatter of the carp TAP the segment must not see: MLD (130-132, 143) and RS (133)
 _ICMP6_NOISE = frozenset((130, 131, 132, 133, 143))
 _ARP_SRC_CACHE_MAX = 4096
@@ -237,22 +235,16 @@ class DataPath:
 
     def input(self, now: float, carpdev: str, port: str, frame: bytes) -> list[Action]:
         """A frame arriving at switch `carpdev` from `port`: what the carp interfaces do with it."""
-        ethertype = frame[12:14]
-        if ethertype == _IP4:
+        if frame_is_carp(frame):
             # (a) protocol 112 -> the host's §1.6 pipeline, whatever the destination MAC
-            if frame[23:24] == _CARP and frame[14:15] and frame[14] >> 4 == 4:
-                return self._host.receive(now, carpdev, frame[14:])
-        elif ethertype == _IP6:
-            nxt = frame[20:21]
-            # (a) as for IPv4; behind extension headers only when their chain leads to 112
-            if nxt == _CARP or (nxt in _IP6_EXTENSIONS and parse_ip(frame[14:]).carp):
-                return self._host.receive(now, carpdev, frame[14:])
-            if nxt == _ICMP6 and frame[54:55] == _NS:
-                t = self._tables.get(carpdev)
-                if t is not None:
-                    entry = t.v6.get(frame[62:78])
-                    if entry is not None:  # (c) NS for a virtual address: answered here
-                        return self._answer_ns(carpdev, port, frame, entry)
+            return self._host.receive(now, carpdev, frame[14:])
+        ethertype = frame[12:14]
+        if ethertype == _IP6 and frame[20:21] == _ICMP6 and frame[54:55] == _NS:
+            t = self._tables.get(carpdev)
+            if t is not None:
+                entry = t.v6.get(frame[62:78])
+                if entry is not None:  # (c) NS for a virtual address: answered here
+                    return self._answer_ns(carpdev, port, frame, entry)
         elif ethertype == _ARP and frame[20:22] == _OP_REQUEST:
             t = self._tables.get(carpdev)
             if t is not None:

@@ -22,7 +22,7 @@ from carp.constants import (
 from carp.params import CarpDev, CarpIfParams, Sysctls
 from carp.stats import CarpStats
 from carp.vhe import AF_INET6
-from carp.wire import CARP_GROUPS, IPAddress, Parsed, Receiver, Verdict, parse_ip
+from carp.wire import IPAddress, Parsed, Receiver, Verdict, parse_ip, receiver_of
 
 SUPPRESSED_ADVSKEW = 240  # design.md decision 5 (carp(4) <= 4.7, ip_carp.c rev 1.94)
 SYSCTL_PREFIX = "net.inet.carp."
@@ -301,12 +301,12 @@ class CarpHost:
         """What ip_input on `carpdev` takes as its own: the carpdev's addresses, the CARP groups
         and the multicast carppeers its carp interfaces joined (carp_join_multicast)."""
         dev = self.carpdevs.get(carpdev)
-        local: set[IPAddress] = set()
+        addresses: set[IPAddress] = set()
         if dev is not None:
-            local.update(a for a in (dev.ipv4, dev.ipv6) if a is not None)
-            local.update(dev.local)
-        peers = {sc.peer for sc in self._by_dev.get(carpdev, []) if sc.peer_is_multicast}
-        return Receiver(frozenset(local), CARP_GROUPS | peers)
+            addresses.update(a for a in (dev.ipv4, dev.ipv6) if a is not None)
+            addresses.update(dev.local)
+        addresses.update(sc.peer for sc in self._by_dev.get(carpdev, []) if sc.peer_is_multicast)
+        return receiver_of(addresses)
 
     def _receive(self, now: float, carpdev: str, packet: bytes) -> list[Action]:
         route = self._route(carpdev)

@@ -7,6 +7,7 @@ configuration, so the caller runs it, in the order fixed by `check_common`.
 """
 
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from ipaddress import IPv4Address, IPv6Address
@@ -18,6 +19,8 @@ from carp.constants import (
     CARP_DFLTTL,
     CARP_HEADER_LEN,
     CARP_VERSION,
+    ETH_P_IP,
+    ETH_P_IPV6,
     IN6ADDR_CARP_GROUP,
     INADDR_CARP_GROUP,
     IPPROTO_CARP,
@@ -57,6 +60,10 @@ IP6OPT_PAD1 = 0
 IP6OPT_PADN = 1
 IP6OPT_ROUTER_ALERT = 5
 IP6OPT_RTALERT_LEN = 4
+ETHER_HDR_LEN = 14
+_ETH_IPV4 = ETH_P_IP.to_bytes(2, "big")
+_ETH_IPV6 = ETH_P_IPV6.to_bytes(2, "big")
+_CARP = bytes((IPPROTO_CARP,))
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +192,14 @@ class Receiver:
         return dst in (self.groups if dst.is_multicast else self.local)
 
 
+def receiver_of(addresses: Iterable[IPAddress]) -> Receiver:
+    """The Receiver of a carpdev from its addresses: the unicast ones are its own, the multicast
+    ones groups joined on it (a multicast carppeer); the CARP groups always count."""
+    found = frozenset(addresses)
+    groups = frozenset(a for a in found if a.is_multicast)
+    return Receiver(found - groups, CARP_GROUPS | groups)
+
+
 @dataclass(frozen=True, slots=True)
 class Parsed:
     """The result of the IP-layer checks and of §1.6 IPv4 steps 5-7 / IPv6 steps 4-6.
@@ -310,6 +325,51 @@ def ipv6_extension_drop(kind: int, header: bytes, first: bool, routing: int) -> 
     return None if ipv6_options_ok(header[2:], kind == IPPROTO_HOPOPTS) else IpDrop.BADOPTIONS
 
 
+def _extension_len(packet: bytes, at: int, kind: int) -> int:
+    # hop-by-hop, routing and destination options: (length + 1) * 8; a fragment header: 8
+    return IPV6_FRAG_LEN if kind == IPPROTO_FRAGMENT else (packet[at + 1] + 1) * 8
+
+
+def ipv6_upper_protocol(packet: bytes, at: int, nxt: int, end: int) -> int | None:
+    """The protocol behind the IPv6 extension headers starting at `at` (a fragment header's
+    next header), None when the chain ends before `end` does. Only the chain is followed, no
+    header is judged; each header is at least 8 bytes, so `end` bounds the walk."""
+    while nxt in IPV6_EXTENSIONS:
+        if at + 8 > end:
+            return None
+        size = _extension_len(packet, at, nxt)
+        if at + size > end:
+            return None
+        if nxt == IPPROTO_FRAGMENT:
+            return packet[at]
+        nxt = packet[at]
+        at += size
+    return nxt
+
+
+def frame_is_carp(frame: bytes, offset: int = 0) -> bool:
+    """Does the Ethernet frame at `offset` (after a virtio-net header, if any) carry IP protocol
+    112? IPv4 with protocol 112; IPv6 with next header 112, or behind extension headers whose
+    chain leads to it (as `parse_ip` finds it). The cheap test before the full checks of
+    `parse_ip`: the data path hands such a frame to the host, `partition carp` drops it. A frame
+    it takes may still be refused by parse_ip (e.g. an IPv6 version nibble that is not 6)."""
+    ip = offset + ETHER_HDR_LEN
+    ethertype = frame[offset + 12 : ip]
+    if ethertype == _ETH_IPV4:
+        return frame[ip + 9 : ip + 10] == _CARP and frame[ip] >> 4 == 4
+    if ethertype != _ETH_IPV6:
+        return False
+    nxt = frame[ip + 6 : ip + 7]
+    if nxt == _CARP:
+        return True
+    if not nxt or nxt[0] not in IPV6_EXTENSIONS:
+        return False
+    if len(frame) < ip + IPV6_HEADER_LEN or frame[ip] >> 4 != 6:
+        return False  # parse_ip would not look behind this header
+    end = min(ip + IPV6_HEADER_LEN + int.from_bytes(frame[ip + 4 : ip + 6], "big"), len(frame))
+    return ipv6_upper_protocol(frame, ip + IPV6_HEADER_LEN, nxt[0], end) == IPPROTO_CARP
+
+
 @dataclass(frozen=True, slots=True)
 class _Chain:
     proto: int | None  # the upper protocol; None: the chain ends before it
@@ -326,7 +386,7 @@ def _ipv6_chain(packet: bytes, nxt: int, end: int) -> _Chain:
     while nxt in IPV6_EXTENSIONS:
         if offset + 8 > end:
             return _Chain(None, offset)
-        size = IPV6_FRAG_LEN if nxt == IPPROTO_FRAGMENT else (packet[offset + 1] + 1) * 8
+        size = _extension_len(packet, offset, nxt)
         if offset + size > end:
             return _Chain(None, offset)
         if nxt != IPPROTO_HOPOPTS:  # hop-by-hop is handled before ip_deliver's nest count

@@ -15,12 +15,9 @@ change as peers come and go, a stream port writes when its socket can take more,
 adds a child port `NAME/N` per client (attached like any port; the link callback hears of its
 arrival and departure). What they refuse is `refused` in their counts.
 
-Accounting (`counters()`): every frame read from a port is forwarded (queued to at least one
-port, claimed by the node's special hook, or answered by a hook) or dropped with one reason of
-RX_DROPS, so per port rx_packets == forwarded + sum(RX_DROPS). Frames lost before they could be
-read (LOST_DROPS: the kernel's drops, failed reads) and copies for a port that were not written
-(TX_DROPS) are counted by reason beside them. Drops are counted on their own paths only: a
-switched frame costs no counting beyond the per-batch rx_packets/rx_bytes.
+Accounting (`counters()`, `switch_status()`): per port frames read, written and dropped by
+reason, built by vswitch/accounting.py, which also says which of its figures can be checked
+against what.
 """
 
 import asyncio
@@ -29,14 +26,15 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING
 
 from vswitch import netlink, raw, tap
+from vswitch.accounting import SwitchCounts, switch_counts, switch_status
 from vswitch.fwd import DEFAULT_AGEING, Port, Switch
 from vswitch.netlink import LinkMonitor, LinkState
 from vswitch.port import READ_BATCH, DevicePort
 from vswitch.sockport import SocketPort
-from vswitch.status import PortStatus, SwitchStatus
+from vswitch.status import SwitchStatus
 
 if TYPE_CHECKING:
     from vswitch.watch import SwitchWatch
@@ -44,96 +42,12 @@ if TYPE_CHECKING:
 VNET_HDR_LEN = 10  # the one size both TAPs and AF_PACKET accept
 KERNEL_POLL = 10.0  # seconds between reads of kernel counters that reset on read or wrap
 
-# drop reasons: stable names (status keys, the `reason` label of metrics)
-LOST_DROPS = ("rx_kernel", "rx_error")  # never read: the kernel's drops, failed reads
-RX_DROPS = ("malformed", "oversize", "gso", "filtered", "same_port", "no_dest")  # read, dropped
-TX_DROPS = ("tx_full", "no_link", "tx_error")  # copies for the port, not written
-DROP_REASONS = LOST_DROPS + RX_DROPS + TX_DROPS
-
 LinkCallback = Callable[[str, str, bool], None]
 """(switch, port, up)"""
 
 
 def offload_supported() -> bool:
     return tap.vnet_hdr_supported() and raw.vnet_hdr_supported()
-
-
-class Counts(TypedDict):
-    """Frame accounting of a port, or summed over a switch's ports."""
-
-    rx_packets: int  # frames read
-    rx_bytes: int  # their Ethernet bytes (virtio-net headers not included)
-    forwarded: int  # rx_packets minus the RX_DROPS
-    tx_packets: int  # frames written
-    tx_bytes: int
-    kernel_packets: int  # frames the kernel offered the port: read, waiting, or rx_kernel
-    drops: dict[str, int]  # every reason of DROP_REASONS, in that order
-
-
-class PortCounts(Counts):
-    type: str  # the role given when attached ("host", "carp"), else the device's kind
-    kernel: bool  # one of the node's own kernel interfaces
-    link: bool
-    refused: NotRequired[dict[str, int]]  # socket ports: peers, requests, datagrams refused
-
-
-class SwitchCounts(TypedDict):
-    mode: str  # "learning" | "hub" | "learning-arp"
-    offload: bool
-    macs: int  # learned MAC entries
-    table_full: int  # sources not learned, table full (the frames were still switched)
-    bad_emits: int  # hook output naming an unknown port
-    ports: dict[str, PortCounts]
-    total: Counts  # the sum over `ports`
-
-
-def port_counts(fport: Port, dev: DevicePort, role: str | None) -> PortCounts:
-    """One port's accounting from its forwarding and device counters (dev polled already)."""
-    c = fport.counters
-    d = dev.dev
-    tx = d.tx_drops()
-    drops = {
-        "rx_kernel": d.rx_kernel,
-        "rx_error": d.rx_errors,
-        "malformed": c.rx_malformed + d.rx_malformed,
-        "oversize": d.rx_oversize,
-        "gso": d.rx_gso_dropped,
-        "filtered": c.rx_filtered,
-        "same_port": c.rx_same_port,
-        "no_dest": c.rx_no_dest,
-        "tx_full": tx["tx_full"],
-        "no_link": tx["no_link"] + c.tx_no_link,
-        "tx_error": tx["tx_error"],
-    }
-    # frames the device dropped before the switch saw them were read all the same
-    rx_packets = c.rx_packets + d.rx_malformed + d.rx_oversize + d.rx_gso_dropped
-    counts: PortCounts = {
-        "type": role or dev.kind,
-        "kernel": fport.kernel,
-        "link": dev.link_up,
-        "rx_packets": rx_packets,
-        "rx_bytes": c.rx_bytes + d.rx_dropped_bytes,
-        "forwarded": rx_packets - sum(drops[r] for r in RX_DROPS),
-        "tx_packets": c.tx_packets,
-        "tx_bytes": c.tx_bytes,
-        "kernel_packets": d.kernel_packets,
-        "drops": drops,
-    }
-    if isinstance(dev, SocketPort):
-        counts["refused"] = dict(dev.refused)
-    return counts
-
-
-def total_counts(ports: Sequence[Counts]) -> Counts:
-    return {
-        "rx_packets": sum(p["rx_packets"] for p in ports),
-        "rx_bytes": sum(p["rx_bytes"] for p in ports),
-        "forwarded": sum(p["forwarded"] for p in ports),
-        "tx_packets": sum(p["tx_packets"] for p in ports),
-        "tx_bytes": sum(p["tx_bytes"] for p in ports),
-        "kernel_packets": sum(p["kernel_packets"] for p in ports),
-        "drops": {r: sum(p["drops"][r] for p in ports) for r in DROP_REASONS},
-    }
 
 
 class SocketIO:
@@ -247,67 +161,6 @@ class DataPlane:
     def device(self, switch: str, port: str) -> DevicePort:
         return self.switches[switch].devices[port]
 
-    def add_tap(
-        self,
-        switch: str,
-        name: str,
-        *,
-        ifname: str | None = None,
-        netns: str | None = None,
-        mac: bytes | None = None,
-        addresses: Sequence[str] = (),
-        noprefixroute: bool = False,
-        mtu: int = 1500,
-        up: bool = True,
-        queues: int = 1,
-        kernel: bool = False,
-        flood: bool = True,
-        role: str | None = None,
-    ) -> tap.TapPort:
-        """A TAP created for this port (in this process's namespace, then moved to `netns`).
-        The node's host port and carp TAPs are `kernel=True` (carp TAPs also `flood=False`);
-        `role` ("host", "carp") is the port type shown in `switch_status()`."""
-        rt = self.switches[switch]
-        dev = tap.TapPort(
-            ifname or name,
-            vnet_hdr=rt.fwd.vnet_hdr,
-            mtu=mtu,
-            mac=mac,
-            netns=netns,
-            addresses=addresses,
-            noprefixroute=noprefixroute,
-            up=up,
-            queues=queues,
-        )
-        self._attach(rt, name, dev, kernel, flood)
-        if role is not None:
-            rt.roles[name] = role
-        return dev
-
-    def add_raw(
-        self,
-        switch: str,
-        name: str,
-        *,
-        ifname: str,
-        netns: str | None = None,
-        mtu: int = 1500,
-        promisc: bool = True,
-        ignore_outgoing: bool = True,
-    ) -> raw.RawPort:
-        """An AF_PACKET port on the existing interface `ifname` (in `netns`)."""
-        rt = self.switches[switch]
-        dev = raw.RawPort(
-            ifname,
-            vnet_hdr=rt.fwd.vnet_hdr,
-            netns=netns,
-            mtu=mtu,
-            promisc=promisc,
-            ignore_outgoing=ignore_outgoing,
-        )
-        self._attach(rt, name, dev, False, True)
-        return dev
-
     def add_port(
         self,
         switch: str,
@@ -320,14 +173,17 @@ class DataPlane:
     ) -> DevicePort:
         """Attach an opened device (any DevicePort) to a switch; the data plane owns it now.
         `role` ("host", "carp") is the port type shown in `counters()` and `switch_status()`."""
-        rt = self.switches[switch]
-        self._attach(rt, name, dev, kernel, flood)
-        if role is not None:
-            rt.roles[name] = role
+        self._attach(self.switches[switch], name, dev, kernel, flood, role)
         return dev
 
     def _attach(
-        self, rt: SwitchRuntime, name: str, dev: DevicePort, kernel: bool, flood: bool
+        self,
+        rt: SwitchRuntime,
+        name: str,
+        dev: DevicePort,
+        kernel: bool,
+        flood: bool,
+        role: str | None,
     ) -> None:
         try:
             if name in rt.devices:
@@ -338,6 +194,8 @@ class DataPlane:
                 flood = False  # vde's NAME: its clients are the ports on the wire
             fport = rt.fwd.add_port(name, kernel=kernel, flood=flood)
             rt.devices[name] = dev
+            if role is not None:
+                rt.roles[name] = role
             rt.pairs = (*rt.pairs, (fport, dev))
             dev.on_link = functools.partial(self._link_changed, rt, name)
             rt.fwd.set_link(name, dev.link_up)
@@ -535,98 +393,19 @@ class DataPlane:
             self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
     def counters(self) -> dict[str, SwitchCounts]:
-        """Per switch, per port frame accounting with drops by reason (module docstring),
+        """Per switch, per port frame accounting with drops by reason (vswitch/accounting.py),
         plain JSON-able dicts; the kernel's counters are read first."""
         self.poll_kernel()
-        out: dict[str, SwitchCounts] = {}
         now = self.clock()
+        out: dict[str, SwitchCounts] = {}
         for name, rt in self.switches.items():
-            fwd = rt.fwd
-            fwd.expire(now)
-            ports = {
-                pname: port_counts(fwd.ports[pname], dev, rt.roles.get(pname))
-                for pname, dev in rt.devices.items()
-            }
-            out[name] = {
-                "mode": fwd.mode,
-                "offload": rt.offload,
-                "macs": fwd.table_size,
-                "table_full": fwd.table_full,
-                "bad_emits": fwd.bad_emits,
-                "ports": ports,
-                "total": total_counts(list(ports.values())),
-            }
-        return out
-
-    def stats(self) -> dict[str, Any]:
-        """The older snapshot (kept for its readers; `counters()` has it all by reason):
-        rx_dropped is every receive-side drop but `rx_filtered`, tx_dropped every send drop."""
-        out: dict[str, Any] = {}
-        for name, sw in self.counters().items():
-            rt = self.switches[name]
-            ports = {}
-            for pname, p in sw["ports"].items():
-                dev = rt.devices[pname]
-                drops = p["drops"]
-                ports[pname] = {
-                    "kind": dev.kind,
-                    "ifname": dev.ifname,
-                    "netns": dev.netns,
-                    "link": p["link"],
-                    "kernel": p["kernel"],
-                    "rx_packets": p["rx_packets"],
-                    "rx_bytes": p["rx_bytes"],
-                    "rx_dropped": sum(drops[r] for r in LOST_DROPS + RX_DROPS if r != "filtered"),
-                    "rx_filtered": drops["filtered"],
-                    "tx_packets": p["tx_packets"],
-                    "tx_bytes": p["tx_bytes"],
-                    "tx_dropped": sum(drops[r] for r in TX_DROPS),
-                    **dev.dev.as_dict(),
-                }
-            out[name] = {
-                "mode": sw["mode"],
-                "offload": sw["offload"],
-                "ageing": rt.fwd.ageing,
-                "macs": sw["macs"],
-                "table_full": sw["table_full"],
-                "ports": ports,
-            }
+            rt.fwd.expire(now)
+            out[name] = switch_counts(rt.fwd, rt.offload, rt.devices, rt.roles)
         return out
 
     def switch_status(self) -> list[SwitchStatus]:
-        """The `switches` part of the node's status snapshot (vswitch/status.py): rx_drops and
-        tx_drops are the sums of every receive-side and send-side reason."""
-        out: list[SwitchStatus] = []
-        for name, sw in self.counters().items():
-            ports: list[PortStatus] = []
-            for pname, p in sw["ports"].items():
-                drops = p["drops"]
-                port: PortStatus = {
-                    "name": pname,
-                    "type": p["type"],
-                    "link": p["link"],
-                    "rx_packets": p["rx_packets"],
-                    "rx_bytes": p["rx_bytes"],
-                    "rx_drops": sum(drops[r] for r in LOST_DROPS + RX_DROPS),
-                    "tx_packets": p["tx_packets"],
-                    "tx_bytes": p["tx_bytes"],
-                    "tx_drops": sum(drops[r] for r in TX_DROPS),
-                    "forwarded": p["forwarded"],
-                    "drops": dict(drops),
-                }
-                if "refused" in p:
-                    port["refused"] = p["refused"]
-                ports.append(port)
-            out.append(
-                {
-                    "name": name,
-                    "mode": sw["mode"],
-                    "mac_table": sw["macs"],
-                    "ports": ports,
-                    "table_full": sw["table_full"],
-                }
-            )
-        return out
+        """The `switches` part of the node's status snapshot (vswitch/status.py)."""
+        return [switch_status(name, sw) for name, sw in self.counters().items()]
 
     def close(self) -> None:
         """Stop every reader, close every port (their TAPs disappear) and monitor."""

@@ -46,12 +46,12 @@ from carp.wire import (
     CARP_GROUPS,
     IPV6_HDRNESTLIMIT,
     CarpHeader,
-    IPAddress,
     IpDrop,
     Receiver,
     Verdict,
     check_common,
     parse_ip,
+    receiver_of,
 )
 
 LINKTYPE_ETHERNET = 1
@@ -471,14 +471,6 @@ def make_auth(passphrase: str | None, vips: Sequence[IPv4Address | IPv6Address])
     )
 
 
-def make_receiver(local: Sequence[IPAddress]) -> Receiver | None:
-    """The destinations a receiver takes as its own, from --local; None (unchecked) without."""
-    if not local:
-        return None
-    groups = frozenset(a for a in local if a.is_multicast)
-    return Receiver(frozenset(a for a in local if not a.is_multicast), CARP_GROUPS | groups)
-
-
 def _summary(frames: int, reports: list[Report], auth: Auth) -> list[str]:
     kinds = Counter(r.kind for r in reports)
     verdicts = Counter(r.label for r in reports)
@@ -503,7 +495,7 @@ def _summary(frames: int, reports: list[Report], auth: Auth) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     auth = make_auth(args.passphrase, args.vip)
-    receiver = make_receiver(args.local)
+    receiver = receiver_of(args.local) if args.local else None  # None: destination unchecked
     try:
         with open(args.file, "rb") as stream:
             capture = open_capture(stream)

@@ -67,9 +67,10 @@ class DeviceCounters:
 
 @dataclass(frozen=True, slots=True)
 class WriteResult:
+    """What a batch write took; a frame not written is in `DeviceCounters.tx_errors`."""
+
     packets: int
     bytes: int  # in the switch's wire format (virtio-net headers included)
-    dropped: int
 
 
 class DevicePort:
@@ -113,15 +114,15 @@ class DevicePort:
     def write_batch(self, frames: Sequence[bytes]) -> WriteResult:
         send = self._sender
         nbytes = 0
-        dropped = 0
+        sent = 0
         for frame in frames:
             try:
                 nbytes += send(frame)
+                sent += 1
             except OSError as exc:
-                dropped += 1
                 code = exc.errno or 0
                 self.dev.tx_errors[code] = self.dev.tx_errors.get(code, 0) + 1
-        return WriteResult(len(frames) - dropped, nbytes, dropped)
+        return WriteResult(sent, nbytes)
 
     def update_link(self, state: LinkState | None) -> None:
         """Apply a link event (None: the interface is gone); calls `on_link` on a change."""

@@ -35,7 +35,7 @@ class PortStatus(TypedDict):
     tx_bytes: int
     tx_drops: int
     forwarded: NotRequired[int]  # rx_packets minus the receive-side drops
-    drops: NotRequired[dict[str, int]]  # reason -> frames (vswitch/dataplane.py DROP_REASONS)
+    drops: NotRequired[dict[str, int]]  # reason -> frames (vswitch/accounting.py DROP_REASONS)
     refused: NotRequired[dict[str, int]]  # socket ports (stream, vde, vxlan): refusals by reason
     impair: NotRequired[dict[str, ImpairDirectionStatus]]  # "in", "out": each one ever impaired
 

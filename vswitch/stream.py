@@ -168,12 +168,12 @@ class StreamPort(SocketPort):
             code = self._send(b"".join(parts))
             if code is not None:  # the peer is gone: its reader sees the hangup and drops it
                 errors[code] = errors.get(code, 0) + sent
-                return WriteResult(0, 0, len(frames))
-        return WriteResult(sent, nbytes, len(frames) - sent)
+                return WriteResult(0, 0)
+        return WriteResult(sent, nbytes)
 
     def _lost(self, frames: Sequence[bytes], code: int) -> WriteResult:
         self.dev.tx_errors[code] = self.dev.tx_errors.get(code, 0) + len(frames)
-        return WriteResult(0, 0, len(frames))
+        return WriteResult(0, 0)
 
     def _send(self, data: bytes) -> int | None:
         """Send or queue `data`; the errno when the peer is gone (EPIPE, ECONNRESET). The peer

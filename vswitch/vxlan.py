@@ -215,7 +215,7 @@ class VxlanPort(SocketPort):
             if took:
                 sent += 1
                 nbytes += len(frame)
-        return WriteResult(sent, nbytes, len(frames) - sent)
+        return WriteResult(sent, nbytes)
 
     def close(self) -> None:
         if self.closed:

@@ -35,7 +35,8 @@ from typing import TYPE_CHECKING, Any
 
 from vswitch.capture import DEFAULT_LIMIT, DEFAULT_SNAPLEN, CaptureWriter
 from vswitch.config import PortConfig, SwitchConfig
-from vswitch.impair import Direction, ImpairChange, Impairer, PortImpairment
+from vswitch.impair import Direction, ImpairChange, PortImpairment
+from vswitch.impairer import Impairer
 from vswitch.status import ImpairDirectionStatus, SwitchStatus
 from vswitch.system import Clock, Timer
 

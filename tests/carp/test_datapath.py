@@ -197,6 +197,23 @@ def test_ipv6_carp_goes_to_host() -> None:
     assert host.received == [(1.0, DEV, packet)]
 
 
+def test_ipv6_carp_behind_extension_headers_goes_to_host() -> None:
+    dp, host, _ = make()
+    hop_by_hop = bytes((112, 0, 1, 4, 0, 0, 0, 0))  # PadN, then CARP
+    payload = hop_by_hop + b"\x21" + b"\x00" * 35
+    packet = ipv6(IPv6Address("fe80::1"), IPv6Address("ff02::12"), 0, payload)
+    dp.input(1.0, DEV, "up0", eth(bytes.fromhex("333300000012"), CLIENT, 0x86DD, packet))
+    assert host.received == [(1.0, DEV, packet)]
+
+
+def test_mld_behind_hop_by_hop_does_not_reach_host() -> None:
+    # every MLD report has a hop-by-hop header: its chain leads to ICMPv6, not to 112
+    dp, host, _ = make()
+    frame = eth(bytes.fromhex("333300000016"), CLIENT, 0x86DD, mld_report())
+    assert dp.input(0.0, DEV, "p", frame) == []
+    assert host.received == []
+
+
 def test_carp_on_a_carpdev_without_carp_interfaces_still_reaches_host() -> None:
     # the host counts it (badif), as carp_proto_input does
     dp, host, _ = make()

@@ -5,6 +5,8 @@ from dataclasses import replace
 from ipaddress import IPv4Address, IPv6Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from carp.checksum import inet_checksum
 from carp.constants import ETH_P_IP, ETH_P_IPV6, MAC_CARP_GROUP4, MAC_CARP_GROUP6
@@ -16,8 +18,10 @@ from carp.wire import (
     build_ipv4,
     build_ipv6,
     check_common,
+    frame_is_carp,
     mac_for_ip_dst,
     parse_ip,
+    receiver_of,
 )
 
 COUNTER = bytes.fromhex("0123456789abcdef")
@@ -371,6 +375,88 @@ def test_parse_ipv6_short_fixed_header() -> None:
     parsed = parse_ip(FRAME5[14:53])
     assert (parsed.verdict, parsed.ip_drop) == (Verdict.IPDROP, IpDrop.TOOSMALL)
     assert parsed.af == 6 and parsed.carp
+
+
+# --- frame_is_carp: the cheap test before parse_ip ----------------------------------------------
+
+ETH6 = FRAME5[:14]
+HOP_TO_DEST = bytes((60, 0)) + b"\x01\x04\x00\x00\x00\x00"  # hop-by-hop (PadN) -> dest opts
+DEST_TO_CARP = bytes((112, 1)) + b"\x01\x0c" + bytes(12)  # 16 bytes of PadN -> CARP
+EXTENSIONS = (0, 43, 44, 60)  # hop-by-hop, routing, fragment, destination options
+
+
+def behind(chain: bytes, first: int) -> bytes:
+    """Vector 5's IPv6 advertisement behind the extension headers `chain` (the first of type
+    `first`), its payload length covering them."""
+    packet = bytearray(FRAME5[14:54]) + chain + FRAME5[54:]
+    packet[6] = first
+    packet[4:6] = (len(packet) - 40).to_bytes(2, "big")
+    return bytes(packet)
+
+
+def test_frame_is_carp_in_both_families() -> None:
+    assert frame_is_carp(FRAME1) and frame_is_carp(FRAME5)
+    assert frame_is_carp(bytes(10) + FRAME1, offset=10)  # behind a virtio-net header
+    assert frame_is_carp(bytes(12) + FRAME5, 12)
+    assert frame_is_carp(ETH6 + behind(HOP_TO_DEST + DEST_TO_CARP, 0))
+    assert frame_is_carp(ETH6 + behind(bytes((112, 0)) + bytes(6), 44))  # a fragment of one
+
+
+def test_frame_is_carp_refuses_what_does_not_carry_112() -> None:
+    other = bytearray(FRAME1)
+    other[23] = 17
+    v6_in_v4 = bytearray(FRAME1)
+    v6_in_v4[14] = 0x65
+    arp = FRAME1[:12] + b"\x08\x06" + FRAME1[14:]
+    mld = ETH6 + behind(bytes((58, 0, 5, 2, 0, 0, 0, 0)), 0)  # hop-by-hop -> ICMPv6
+    not_v6 = bytearray(ETH6 + behind(HOP_TO_DEST + DEST_TO_CARP, 0))
+    not_v6[14] = 0x40  # parse_ip never looks behind the header of a packet that is not IPv6
+    cut = ETH6 + behind(bytes((112, 200)) + bytes(6), 0)  # claims 1608 bytes
+    short = bytearray(ETH6 + behind(HOP_TO_DEST + DEST_TO_CARP, 0))
+    short[18:20] = (20).to_bytes(2, "big")  # the payload length ends inside the second header
+    frames = (bytes(other), bytes(v6_in_v4), arp, mld, bytes(not_v6), cut, bytes(short))
+    for frame in frames:
+        assert not frame_is_carp(frame)
+    for runt in (b"", FRAME1[:13], FRAME1[:23], ETH6, FRAME5[:20]):
+        assert not frame_is_carp(runt)
+    assert not frame_is_carp(FRAME1, offset=10)
+
+
+@settings(max_examples=400)
+@given(
+    kinds=st.lists(st.sampled_from(EXTENSIONS), max_size=5),
+    sizes=st.lists(st.integers(0, 3), min_size=5, max_size=5),
+    upper=st.sampled_from((112, 112, 112, 17, 58, *EXTENSIONS)),  # mostly chains to CARP
+    plen=st.one_of(st.none(), st.integers(0, 240)),  # None: the true payload length
+    cut=st.integers(0, 40),
+)
+def test_frame_is_carp_agrees_with_parse_ip(
+    kinds: list[int], sizes: list[int], upper: int, plen: int | None, cut: int
+) -> None:
+    """Over chains of every extension header kind, payload lengths that lie and cut packets:
+    the cheap walk finds protocol 112 exactly when parse_ip does."""
+    chain = b""
+    for kind, following, size in zip(kinds, [*kinds[1:], upper], sizes, strict=False):
+        units = 0 if kind == 44 else size
+        chain += bytes((following, units)) + bytes(units * 8 + 6)
+    packet = bytearray(behind(chain, kinds[0] if kinds else upper))
+    if plen is not None:
+        packet[4:6] = plen.to_bytes(2, "big")
+    packet = packet[: max(0, len(packet) - cut)]
+    assert frame_is_carp(ETH6 + bytes(packet)) == parse_ip(bytes(packet)).carp
+
+
+# --- receiver_of --------------------------------------------------------------------------------
+
+
+def test_receiver_of_splits_own_addresses_from_joined_groups() -> None:
+    peer = IPv4Address("239.1.1.1")
+    receiver = receiver_of([SRC4, IPv6Address("2001:db8::1"), peer])
+    assert receiver.local == {SRC4, IPv6Address("2001:db8::1")}
+    assert receiver.groups == {GROUP4, IPv6Address("ff02::12"), peer}
+    assert receiver.ours(peer) and receiver.ours(GROUP4) and receiver.ours(SRC4)
+    assert not receiver.ours(IPv4Address("239.1.1.2")) and not receiver.ours(SRC6)
+    assert receiver_of([]).groups == {GROUP4, IPv6Address("ff02::12")}
 
 
 # --- the common part ---------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 Every test builds its own lab (unique prefix, removed afterwards) and closes the data plane
 before the lab. Clients are namespaces on TAP ports; raw ports sit on the host end of a veth
-whose peer is in a client namespace. Traffic is ping, bounded iperf3 transfers, and frames sent
-and sniffed with AF_PACKET sockets inside the client namespaces.
+whose peer is in a client namespace. Ports are opened as the node opens them (LinuxSystem: the
+PORT_OPENERS of a port model, `open_tap` for the node's own kernel TAPs) and attached with
+`add_port`. Traffic is ping, bounded iperf3 transfers, and frames sent and sniffed with
+AF_PACKET sockets inside the client namespaces.
 """
 
 import asyncio
@@ -20,8 +22,13 @@ import pytest
 import uvloop
 
 from vswitch import netlink
+from vswitch.config import RawPortConfig, TapPortConfig
 from vswitch.dataplane import DataPlane
 from vswitch.lab.netns import Lab
+from vswitch.port import DevicePort
+from vswitch.raw import RawPort
+from vswitch.system import LinuxSystem
+from vswitch.tap import TapPort
 
 pytestmark = pytest.mark.netns
 
@@ -29,6 +36,7 @@ ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 BCAST = b"\xff" * 6
 IP_A, IP_B, IP_C = "192.0.2.1", "192.0.2.2", "192.0.2.3"
+SYSTEM = LinuxSystem()
 
 
 @pytest.fixture
@@ -94,17 +102,27 @@ def mac_of(lab: Lab, netns: str, ifname: str) -> bytes:
     return bytes.fromhex(out.replace(":", ""))
 
 
-def client(dp: DataPlane, lab: Lab, port: str, ip: str, ip6: str, **kw: object) -> str:
+def client(dp: DataPlane, lab: Lab, port: str, ip: str, ip6: str, queues: int = 1) -> str:
+    """A client namespace on a TAP port `port` that the switch creates and moves there."""
     ns = lab.netns(port)
-    dp.add_tap(
-        "lan0",
-        port,
-        ifname=lab.name("t" + port),
-        netns=ns,
-        addresses=[f"{ip}/24", f"{ip6}/64"],
-        **kw,  # type: ignore[arg-type]
-    )
+    ifname = lab.name("t" + port)
+    vnet_hdr = dp.switch("lan0").vnet_hdr
+    dev: DevicePort
+    if queues == 1:  # as the node opens a `type = "tap"` port
+        config = TapPortConfig(name=port, type="tap", ifname=ifname, netns=ns)
+        dev = SYSTEM.open_port(config, vnet_hdr=vnet_hdr)
+    else:  # the node file has no multiqueue TAPs
+        dev = TapPort(ifname, vnet_hdr=vnet_hdr, netns=ns, queues=queues)
+    dp.add_port("lan0", port, dev)
+    for cidr in (f"{ip}/24", f"{ip6}/64"):
+        lab.addr(ns, ifname, cidr)
     return ns
+
+
+def raw_port(dp: DataPlane, name: str, ifname: str) -> DevicePort:
+    """A `type = "raw"` port on the existing interface `ifname`, opened as the node opens it."""
+    config = RawPortConfig(name=name, type="raw", ifname=ifname)
+    return dp.add_port("lan0", name, SYSTEM.open_port(config, vnet_hdr=dp.switch("lan0").vnet_hdr))
 
 
 async def iperf(lab: Lab, server_ns: str, client_ns: str, dst: str, *args: str) -> dict[str, Any]:
@@ -137,13 +155,13 @@ def test_two_taps_ping_and_tcp(lab: Lab, offload: bool) -> None:
         assert rc == 0 and " 0% packet loss" in out
         result = await iperf(lab, b, a, IP_B)
         assert result["end"]["sum_sent"]["bytes"] >= 20 << 20  # TCP: all of it arrived
-        stats = dp.stats()["lan0"]
-        assert stats["offload"] is offload
-        tx = stats["ports"]["b"]
+        counts = dp.counters()["lan0"]
+        assert counts["offload"] is offload
+        tx = counts["ports"]["b"]
         per_frame = tx["tx_bytes"] / tx["tx_packets"]
         # with offload the TCP data crosses as GSO frames far larger than the MTU
         assert (per_frame > 3000) if offload else (per_frame <= 1514)
-        assert tx["tx_dropped"] == 0
+        assert [tx["drops"][r] for r in ("tx_full", "no_link", "tx_error")] == [0, 0, 0]
 
     run(lab, scenario)
 
@@ -184,14 +202,20 @@ def test_raw_port_on_a_veth(lab: Lab, offload: bool, ignore_outgoing: bool) -> N
         host_end, _ = lab.veth(lab.name("r0"), "eth0", b_netns=r)
         lab.addr(r, "eth0", f"{IP_B}/24")
         lab.addr(r, "eth0", "2001:db8::2/64")
-        port = dp.add_raw("lan0", "up0", ifname=host_end, ignore_outgoing=ignore_outgoing)
-        assert port.kernel_skips_outgoing is ignore_outgoing
+        vnet_hdr = dp.switch("lan0").vnet_hdr
+        if ignore_outgoing:
+            port = raw_port(dp, "up0", host_end)
+        else:  # a kernel without PACKET_IGNORE_OUTGOING: the port skips them itself
+            port = dp.add_port(
+                "lan0", "up0", RawPort(host_end, vnet_hdr=vnet_hdr, ignore_outgoing=False)
+            )
+        assert isinstance(port, RawPort) and port.kernel_skips_outgoing is ignore_outgoing
         assert await lab.aping(r, IP_A)
         assert await lab.aping(r, "2001:db8::1")
         n = 50
         rc, out, _ = await lab.arun(r, ["ping", "-c", str(n), "-i", "0.005", IP_A])
         assert rc == 0 and "DUP" not in out
-        up0 = dp.stats()["lan0"]["ports"]["up0"]
+        up0 = dp.counters()["lan0"]["ports"]["up0"]
         # what the switch sent out of the veth must not come back in (PACKET_OUTGOING)
         assert up0["rx_packets"] < n + 30 < up0["tx_packets"] + 30
         # nor what anybody else sends out of it (here: another packet socket on the host end)
@@ -218,7 +242,7 @@ def test_raw_port_on_a_veth(lab: Lab, offload: bool, ignore_outgoing: bool) -> N
         assert rc == 0, err
         await until(lambda: recv.poll() is not None, deadline=15)
         assert recv.stdout is not None and recv.stdout.read().decode().strip() == "20"
-        completed = dp.stats()["lan0"]["ports"]["up0"]["rx_csum_completed"]
+        completed = port.dev.rx_csum_completed
         assert (completed == 0) if offload else (completed >= 20)
         if offload:  # GSO frames in both directions through the raw port
             await iperf(lab, t, r, IP_A)
@@ -260,7 +284,7 @@ def test_raw_link_follows_the_veth_peer(lab: Lab) -> None:
         lab.addr(r, "eth0", f"{IP_B}/24")
         events: list[tuple[str, str, bool]] = []
         dp.on_link = lambda sw, port, up: events.append((sw, port, up))
-        port = dp.add_raw("lan0", "up0", ifname=host_end)
+        port = raw_port(dp, "up0", host_end)
         assert port.link_up and events == []
         assert await lab.aping(r, IP_A)
         # link flaps, of the peer (carrier) and of the port's own interface (admin down: the
@@ -289,8 +313,9 @@ def test_a_down_tap_costs_a_drop_not_the_switch(lab: Lab) -> None:
         lab.link(c, lab.name("tc"), up=False)
         # the link event is not read yet (the loop has not run): this write meets EIO
         dp.send("lan0", BCAST + bytes.fromhex("020000000099") + b"\x88\xb5probe", port="c")
-        pc = dp.stats()["lan0"]["ports"]["c"]
-        assert pc["tx_dropped"] == 1 and pc["tx_errors"] == {errno.errorcode[errno.EIO]: 1}
+        pc = dp.counters()["lan0"]["ports"]["c"]
+        assert [pc["drops"][r] for r in ("tx_full", "no_link", "tx_error")] == [0, 1, 0]
+        assert dp.device("lan0", "c").dev.tx_errors == {errno.EIO: 1}
         await until(lambda: events == [("lan0", "c", False)])
         assert await lab.aping(a, IP_B)
         lab.link(c, lab.name("tc"), up=True)
@@ -356,19 +381,16 @@ def test_kernel_port_with_egress_filter_and_hooks(lab: Lab) -> None:
 
     async def scenario(dp: DataPlane) -> None:
         sw = dp.add_switch("lan0")
-        host = dp.add_tap(
-            "lan0", "host", ifname="lan0", addresses=["192.0.2.254/24"], kernel=True, role="host"
-        )
-        vip = dp.add_tap(
-            "lan0",
-            "carp0",
-            ifname="carp0",
-            addresses=["192.0.2.10/24", "2001:db8::10/64"],
-            noprefixroute=True,
-            kernel=True,
-            flood=False,
-            role="carp",
-        )
+        # the node's own kernel TAPs, opened and set up as vswitch/build.py does
+        host = SYSTEM.open_tap("lan0", vnet_hdr=sw.vnet_hdr, mac=bytes.fromhex("0200000000fe"))
+        dp.add_port("lan0", "host", host, kernel=True, role="host")
+        SYSTEM.add_address("lan0", "192.0.2.254/24")
+        SYSTEM.set_link("lan0", True)
+        vip = SYSTEM.open_tap("carp0", vnet_hdr=sw.vnet_hdr, mac=bytes.fromhex("00005e000101"))
+        dp.add_port("lan0", "carp0", vip, kernel=True, flood=False, role="carp")
+        for cidr in ("192.0.2.10/24", "2001:db8::10/64"):
+            SYSTEM.add_address("carp0", cidr, noprefixroute=True)
+        SYSTEM.set_link("carp0", True)
         a = client(dp, lab, "a", IP_A, "2001:db8::1")
         arp_requests: list[str] = []
 
@@ -396,7 +418,7 @@ def test_kernel_port_with_egress_filter_and_hooks(lab: Lab) -> None:
             assert replies and all(f[6:12] == rewritten for f in replies)
             assert "a" in arp_requests
             assert sw.lookup(rewritten) == "host"
-            host.set_carrier(False)
+            SYSTEM.set_carrier(host, False)
             assert "NO-CARRIER" in lab.run(None, ["ip", "link", "show", "lan0"]).stdout
             # the virtual addresses came without prefix routes; the carp TAP got no floods
             routes = lab.run(None, ["ip", "route", "show", "dev", "carp0"]).stdout

@@ -1,4 +1,5 @@
-"""vswitch/impair.py: the impairment words, the node-file table and the pure engine."""
+"""vswitch/impair.py (the impairment words and the node-file table) and vswitch/impairer.py
+(the pure engine)."""
 
 import itertools
 import random
@@ -8,19 +9,15 @@ import pytest
 
 from tests.carp.sim import advert
 from vswitch.impair import (
-    HOLD_FRAMES,
-    QUEUE_SECONDS,
     Direction,
-    Impairer,
     ImpairError,
     Impairment,
-    Line,
     Partition,
     PortImpairment,
-    is_carp,
     parse_table,
     parse_words,
 )
+from vswitch.impairer import HOLD_FRAMES, QUEUE_SECONDS, Impairer, Line
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -173,19 +170,6 @@ def test_partition_false_and_none_are_no_partition() -> None:
 
 
 # -- which frames `partition carp` takes ----------------------------------------------------
-
-
-def test_carp_frames_are_recognised_in_both_families() -> None:
-    assert is_carp(carp4()) and is_carp(carp6()) and is_carp(carp6(hop_by_hop=True))
-    assert is_carp(b"\x00" * 10 + carp4(), offset=10)
-    udp = bytearray(carp4())
-    udp[23] = 17
-    assert not is_carp(bytes(udp))
-    assert not is_carp(frame(ethertype=b"\x08\x06"))
-    assert not is_carp(B + A + b"\x86\xdd")  # a runt
-    icmp6 = bytearray(carp6())
-    icmp6[20] = 58
-    assert not is_carp(bytes(icmp6))
 
 
 def test_partition_carp_drops_only_protocol_112() -> None:

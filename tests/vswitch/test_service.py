@@ -23,9 +23,9 @@ from carp.datapath import DataPathStats
 from carp.stats import CarpStats, IpDropStats
 from tests.vswitch.fakenode import FakeNode, NodeThread
 from vswitch import cli
+from vswitch.accounting import DROP_REASONS
 from vswitch.cli import build_parser, main
 from vswitch.ctl import complete, manpage
-from vswitch.dataplane import DROP_REASONS
 from vswitch.metrics import families
 from vswitch.status import NodeStatus
 

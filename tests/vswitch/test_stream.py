@@ -128,7 +128,7 @@ def test_writes_carry_the_length_and_wait_for_a_slow_peer(
     peer = connect(dev)
     pfd = dev.fds[1]
     result = dev.write_batch([eth(A, B, b"x"), eth(BCAST, B, b"yy")])
-    assert (result.packets, result.dropped) == (2, 0)
+    assert result.packets == 2 and not dev.dev.tx_errors
     peer.settimeout(5)
     assert peer.recv(1000) == framed(eth(A, B, b"x"), eth(BCAST, B, b"yy"))
     # the peer does not read: what its socket cannot take waits, in order
@@ -155,7 +155,7 @@ def test_writes_without_a_peer_are_no_link_drops(
 ) -> None:
     dev, _, _ = port
     result = dev.write_batch([eth(A, B)])
-    assert (result.packets, result.dropped) == (0, 1)
+    assert result.packets == 0
     assert dev.dev.tx_drops() == {"tx_full": 0, "no_link": 1, "tx_error": 0}
 
 
