@@ -17,12 +17,14 @@ import pytest
 
 from carp.actions import Reason
 from carp.constants import State
+from carp.datapath import DataPath
 from carp.host import CarpHost
 from carp.params import Sysctls
+from tests.carp.sim import advert, carpdev, ifparams
 from tests.vswitch.fakenode import NodeThread
 from vswitch.cli import main
 from vswitch.ctl.client import ControlClient, EventReader, NodeUnavailable, find_socket
-from vswitch.ctl.status import CLEAR, duration, watch
+from vswitch.ctl.status import CLEAR, duration, format_status, watch
 from vswitch.events import EventBus
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
@@ -71,6 +73,7 @@ def test_status_table(served: NodeThread, capsys: pytest.CaptureFixture[str]) ->
     assert "carp0  1     192.0.2.3  1        100      0       0.5s" in out
     assert "demote counters: carp=0 uplink=0" in out
     assert "ipackets 12" in out and "badauth 1" in out
+    assert "ip_drops" not in out and "datapath" not in out  # this node reports neither
 
 
 def test_status_json(served: NodeThread, capsys: pytest.CaptureFixture[str]) -> None:
@@ -96,6 +99,59 @@ def test_a_nodes_status_says_its_format() -> None:
     assert status["format"] == STATUS_FORMAT == 1
     assert (status["node"], status["uptime"], status["carp"]) == ("gw-a", 2.5, [])
     assert json.loads(json.dumps(status)) == status  # what `vswitch status --json` prints
+
+
+def controller_of(host: CarpHost, datapath: DataPath | None) -> NodeController:
+    """The real NodeController over the least of a node: a CarpHost, its DataPath, no switch."""
+    node = SimpleNamespace(
+        name="gw-a",
+        clock=lambda: 12.5,
+        started_at=10.0,
+        host=host,
+        dataplane=SimpleNamespace(switch_status=list),
+        counters={"adverts_unresolved": 0, "apply_errors": 0},
+        datapath=datapath,
+        watch=SimpleNamespace(annotate=lambda switches: None, stats=dict),
+    )
+    return NodeController(cast(Node, node), EventBus("gw-a"))
+
+
+def section(text: str, title: str) -> list[str]:
+    """The indented lines under the line starting with `title`."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(title)) + 1
+    end = next((i for i in range(start, len(lines)) if not lines[i].startswith("  ")), len(lines))
+    return lines[start:end]
+
+
+def test_status_text_shows_the_ip_drops_and_datapath_rules_that_moved() -> None:
+    dev = carpdev("lan0", 1, "192.0.2.2")
+    host = CarpHost(Sysctls(), [ifparams(passphrase=b"secret")], {"lan0": dev}, lambda: bytes(8))
+    host.start(0.0)  # carp0 BACKUP
+    datapath = DataPath(host)
+    peer = bytes.fromhex("020000000002")
+    # a peer whose unicast carppeer names an address that is not this node's: the IP layer
+    # drops its advertisements before carp sees them, so no carpstats counter moves
+    wrong = advert(passphrase=b"secret", src="192.0.2.3", dst="192.0.2.77")
+    datapath.input(1.0, "lan0", "up0", dev.mac + peer + b"\x08\x00" + wrong)
+    # a frame for the carp MAC while BACKUP: not accepted (§6.4)
+    carp_mac = host.carpifs["carp0"].mac
+    datapath.input(1.5, "lan0", "up0", carp_mac + peer + b"\x08\x00" + bytes(40))
+    status = controller_of(host, datapath).status()
+    assert status["carpstats"]["ipackets"] == 0
+    text = format_status(status)
+    assert section(text, "ip_drops") == ["  notours 1"]
+    assert section(text, "datapath") == ["  not_accepted 1"]
+    # zero counters are left out; the JSON has them all
+    assert status["ip_drops"]["badsrc"] == 0 and "badsrc" not in text
+    assert status["datapath"]["delivered"] == 0 and "delivered" not in text
+
+
+def test_status_text_says_none_when_no_ip_drop_or_datapath_rule_moved() -> None:
+    host = CarpHost(Sysctls(), [], {}, lambda: bytes(8))
+    text = format_status(controller_of(host, DataPath(host)).status())
+    assert section(text, "ip_drops") == ["  none"]
+    assert section(text, "datapath") == ["  none"]
 
 
 def test_watch_redraws_until_interrupted() -> None:

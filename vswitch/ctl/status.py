@@ -123,7 +123,22 @@ def format_status(status: NodeStatus) -> str:
         lines += ["  none"]
     groups = " ".join(f"{g}={n}" for g, n in status["groups"].items()) or "none"
     lines += ["", f"demote counters: {groups}", "carpstats:"]
-    stats = list(status["carpstats"].items())
-    for i in range(0, len(stats), 4):
-        lines.append("  " + "  ".join(f"{k} {v}".ljust(16) for k, v in stats[i : i + 4]).rstrip())
+    lines += grid(list(status["carpstats"].items()))
+    # the counters that explain what carpstats cannot: advertisements the IP layer dropped before
+    # carp saw them (a wrong unicast carppeer is `notours`), and the per-frame carp rules
+    for title, counters in (
+        ("ip_drops (by the IP layer, before carp input; non-zero)", status.get("ip_drops")),
+        ("datapath (the per-frame carp rules; non-zero)", status.get("datapath")),
+    ):
+        if counters is not None:  # NotRequired: a node may not report them
+            moved = [(k, v) for k, v in counters.items() if v]
+            lines += ["", f"{title}:", *(grid(moved) or ["  none"])]
     return "\n".join(lines)
+
+
+def grid(counters: Sequence[tuple[str, int]]) -> list[str]:
+    """`name value` pairs four to a line, indented, as the carpstats block."""
+    return [
+        "  " + "  ".join(f"{k} {v}".ljust(16) for k, v in counters[i : i + 4]).rstrip()
+        for i in range(0, len(counters), 4)
+    ]
