@@ -228,7 +228,7 @@ def families(status: NodeStatus) -> list[Family]:
             fam(
                 "vswitch_side_channel",
                 "gauge",
-                "Counters of the side channels (log, control, metrics, events, hooks, capture)",
+                "Side channel counters (log, control, metrics, events, hooks, capture, systemd)",
             ).add(value, node=node, channel=channel, counter=counter)
     if "events" in status:
         ev = status["events"]
