@@ -374,6 +374,7 @@ class Pacer:
 
     CHECK = 0.25  # seconds between looks at the node's losses
     FLOOR = 500.0
+    SLACK = 0.01  # losses per frame sent that still mean "keeping up"
 
     def __init__(self, lost: Callable[[], int], rate: float) -> None:
         self.lost = lost
@@ -384,16 +385,21 @@ class Pacer:
         self._due = now
         self._next_check = now + self.CHECK
         self._lost = lost()
+        self._sent = 0
 
     def batch_sent(self, frames: int = BATCH) -> None:
         now = time.monotonic()
+        self._sent += frames
         if now >= self._next_check:
             lost = self.lost()
-            if lost > self._lost:
+            # a few losses are the kernel refusing a mutated frame (a TAP drops bad GSO
+            # metadata), not the node falling behind: back off on more than SLACK only
+            if lost - self._lost > self.SLACK * self._sent:
                 self.rate = max(self.FLOOR, self.rate * 0.7)
             else:
                 self.rate = min(self.max_rate, self.rate * 1.1)
             self._lost = lost
+            self._sent = 0
             self.rates.append(self.rate)
             self._next_check = now + self.CHECK
         self._due += frames / self.rate
