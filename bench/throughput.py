@@ -16,9 +16,10 @@ Two client namespaces, a and b, are joined by one path per run, each in a lab of
 - `vswitch-stream`, `vswitch-vde`, `vswitch-vxlan`: the same node with a on its TAP port and b
   attached through a socket port as users attach one (vswitch/lab/attach.py): QEMU `-netdev
   stream` hubbed to a TAP in b; `vde_plug2tap` in b; a Linux vxlan device in b across a veth
-  underlay (203.0.113.0/24) from the node's namespace. The switch keeps its default offload, so
-  a's TSO segments are cut in software on the way to b (vswitch/segment.py): TAP and plain
-  ports mixed; `vswitch-vde-plain` is `vswitch-vde` with `offload = false` on the switch;
+  underlay (203.0.113.0/24) from the node's namespace. A switch with a socket port runs
+  without offload by default (vswitch/config.py `vnet_offload`); `vswitch-vde-tso` is
+  `vswitch-vde` with `offload = true`, so a's TSO segments are cut in software on the way to
+  b (vswitch/segment.py): TAP and plain ports mixed, the cost that default avoids;
 - `dataplane` (also `-plain` without offload, `-mq2` with two-queue TAPs): the bare DataPlane
   of vswitch/dataplane.py in a process of this script (`serve`), no node around it.
 Measurements per path: TCP with 1 stream both ways and 4 streams (iperf3), 64-byte UDP
@@ -69,8 +70,8 @@ HOST = "192.0.2.10"  # the node's host port on the clients' segment
 VIP = "192.0.2.1"  # carp0 of vswitch-carp, balancing ip
 UNDERLAY_NODE, UNDERLAY_B = "203.0.113.1", "203.0.113.2"  # vswitch-vxlan's veth underlay
 VNI = 42
-# b on a socket port of the node, a on its TAP port (the node's default offload unless -plain)
-SOCKET_PATHS = ("vswitch-stream", "vswitch-vde", "vswitch-vxlan", "vswitch-vde-plain")
+# b on a socket port of the node, a on its TAP port (the node's default offload unless -tso)
+SOCKET_PATHS = ("vswitch-stream", "vswitch-vde", "vswitch-vxlan", "vswitch-vde-tso")
 PATHS = (
     "bridge",
     "vde",
@@ -96,7 +97,7 @@ TOOLS = {
     "vde": ("vde_switch", "vde2"),
     "vswitch-stream": (QEMU, "qemu-system-x86"),
     "vswitch-vde": ("vde_plug2tap", "vde2"),
-    "vswitch-vde-plain": ("vde_plug2tap", "vde2"),
+    "vswitch-vde-tso": ("vde_plug2tap", "vde2"),
     "vswitch-vxlan": ("bridge", "iproute2"),
 }
 REFERENCE = "vswitch"  # TAP to TAP through the node: the other vswitch-* paths' second ratio
@@ -267,7 +268,7 @@ def build_node(lab: Lab, folder: str, name: str) -> Path:
     config = os.path.join(folder, "node.toml")
     log = os.path.join(folder, "node.log")
     port_b = socket_port(lab, folder, name, sw, b) if name in SOCKET_PATHS else tap_port("tapb", b)
-    offload = False if name.endswith("-plain") else None
+    offload = True if name.endswith("-tso") else None
     with open(config, "w") as f:
         f.write(
             tomlw.dumps(node_file("bench", control, [tap_port("tapa", a), port_b], carp, offload))
@@ -298,7 +299,7 @@ def socket_port(lab: Lab, folder: str, name: str, sw: str, b: str) -> dict[str, 
     device (head-end replication to the node), which must exist before the node binds."""
     if name == "vswitch-stream":
         return {"name": "vm1", "type": "stream", "path": os.path.join(folder, "vm1.sock")}
-    if name in ("vswitch-vde", "vswitch-vde-plain"):
+    if name in ("vswitch-vde", "vswitch-vde-tso"):
         return {"name": "lab", "type": "vde", "path": os.path.join(folder, "lab.vde")}
     if name != "vswitch-vxlan":
         raise ValueError(name)
