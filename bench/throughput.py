@@ -13,13 +13,22 @@ Two client namespaces, a and b, are joined by one path per run, each in a lab of
   address is in the clients' subnet; a sends to that address, so every frame passes the
   per-frame carp filter (the multicast carp MAC, carp_lsdrop, the carp TAP and back out
   through the source-MAC rule), and the receiving end is the node's own kernel;
+- `vswitch-stream`, `vswitch-vde`, `vswitch-vxlan`: the same node with a on its TAP port and b
+  attached through a socket port as users attach one (vswitch/lab/attach.py): QEMU `-netdev
+  stream` hubbed to a TAP in b; `vde_plug2tap` in b; a Linux vxlan device in b across a veth
+  underlay (203.0.113.0/24) from the node's namespace. A switch with a socket port runs
+  without offload by default (vswitch/config.py `vnet_offload`); `vswitch-vde-tso` is
+  `vswitch-vde` with `offload = true`, so a's TSO segments are cut in software on the way to
+  b (vswitch/segment.py): TAP and plain ports mixed, the cost that default avoids;
 - `dataplane` (also `-plain` without offload, `-mq2` with two-queue TAPs): the bare DataPlane
   of vswitch/dataplane.py in a process of this script (`serve`), no node around it.
-Measurements per path: TCP with 1 and 4 streams (iperf3), 64-byte UDP (iperf3 -u -l 64 at a
-bounded rate), 60-byte frames forwarded (trafgen, counted at the receiving interface), and
-ping RTT median / p99. Every measurement is bounded in time; each lab is removed afterwards,
-also on errors. Prints a table of ratios (TCP to the Linux bridge; UDP, frames and ping to
-vde_switch) and writes JSON under bench/results/ with the machine and its load.
+Measurements per path: TCP with 1 stream both ways and 4 streams (iperf3), 64-byte UDP
+(iperf3 -u -l 64 at a bounded rate), 60-byte frames forwarded (trafgen, counted at the
+receiving interface), and ping RTT median / p99; the socket-port paths skip the two small-frame
+measurements. Every measurement is bounded in time; each lab is removed afterwards, also on
+errors. Prints a table of ratios (TCP to the Linux bridge; UDP, frames and ping to vde_switch;
+the other vswitch-* paths also to `vswitch`, TAP to TAP) and writes JSON under bench/results/
+with the machine and its load.
 """
 
 import argparse
@@ -43,24 +52,55 @@ from typing import Any
 from report import host_info, text_table, write_report
 
 import vswitch
-from vswitch import tomlw
+from vswitch import netlink, tomlw
 from vswitch.ctl.client import ControlClient, NodeUnavailable
 from vswitch.lab import timeline
+from vswitch.lab.attach import (
+    QEMU,
+    fdb_append,
+    qemu_argv,
+    stream_netdev,
+    tx_checksums_in_software,
+    vxlan_device,
+)
 from vswitch.lab.netns import Lab, preflight
 
 IP_A, IP_B = "192.0.2.101", "192.0.2.102"
 HOST = "192.0.2.10"  # the node's host port on the clients' segment
 VIP = "192.0.2.1"  # carp0 of vswitch-carp, balancing ip
+UNDERLAY_NODE, UNDERLAY_B = "203.0.113.1", "203.0.113.2"  # vswitch-vxlan's veth underlay
+VNI = 42
+# b on a socket port of the node, a on its TAP port (the node's default offload unless -tso)
+SOCKET_PATHS = ("vswitch-stream", "vswitch-vde", "vswitch-vxlan", "vswitch-vde-tso")
 PATHS = (
     "bridge",
     "vde",
     "vswitch",
     "vswitch-carp",
+    *SOCKET_PATHS,
     "dataplane",
     "dataplane-plain",
     "dataplane-mq2",
 )
-DEFAULT_PATHS = ("bridge", "vde", "vswitch", "vswitch-carp", "dataplane")
+DEFAULT_PATHS = (
+    "bridge",
+    "vde",
+    "vswitch",
+    "vswitch-carp",
+    "vswitch-stream",
+    "vswitch-vde",
+    "vswitch-vxlan",
+    "dataplane",
+)
+# what a path needs beyond ip, ping and iperf3: (command, Debian package)
+TOOLS = {
+    "vde": ("vde_switch", "vde2"),
+    "vswitch-stream": (QEMU, "qemu-system-x86"),
+    "vswitch-vde": ("vde_plug2tap", "vde2"),
+    "vswitch-vde-tso": ("vde_plug2tap", "vde2"),
+    "vswitch-vxlan": ("bridge", "iproute2"),
+}
+REFERENCE = "vswitch"  # TAP to TAP through the node: the other vswitch-* paths' second ratio
 
 
 @dataclass(frozen=True)
@@ -74,13 +114,14 @@ class Metric:
 
 METRICS = (
     Metric("tcp1_gbps", "TCP 1 stream", "Gbit/s", "bridge", True),
+    Metric("tcp1r_gbps", "TCP 1 stream, b to a", "Gbit/s", "bridge", True),
     Metric("tcp4_gbps", "TCP 4 streams", "Gbit/s", "bridge", True),
     Metric("udp64_kpps", "UDP 64 B (iperf3)", "kpps", "vde", True),
     Metric("frames60_kpps", "60 B frames (trafgen)", "kpps", "vde", True),
     Metric("rtt_median_ms", "ping median", "ms", "vde", False),
     Metric("rtt_p99_ms", "ping p99", "ms", "vde", False),
 )
-BASELINE_NAMES = {"bridge": "Linux bridge", "vde": "vde_switch"}
+BASELINE_NAMES = {"bridge": "Linux bridge", "vde": "vde_switch", "vswitch": "vswitch TAP to TAP"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 NODE_START = 15.0  # seconds for the node to serve, and for its carp0 to become MASTER
 # the tree this script's vswitch comes from: the node it starts runs the same code
@@ -101,6 +142,7 @@ class Path:
     server_if: str
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
     control: str | None = None  # the node's control socket (vswitch paths)
+    small_frames: bool = True  # UDP 64 B and trafgen measured (not on the socket-port paths)
 
 
 @dataclass(frozen=True)
@@ -165,15 +207,21 @@ def build_vde(lab: Lab) -> Path:
     return path
 
 
-def node_file(name: str, control: str, a: str, b: str, carp: bool) -> dict[str, Any]:
-    """The node file (as data): switch lan0 with a host address and TAP ports moved into the
-    clients' namespaces; with `carp`, carp0 in balancing ip on it, alone and so MASTER."""
-    taps = [
-        {"name": ifname, "type": "tap", "netns": ns} for ifname, ns in (("tapa", a), ("tapb", b))
-    ]
+def node_file(
+    name: str,
+    control: str,
+    ports: list[dict[str, Any]],
+    carp: bool,
+    offload: bool | None = None,
+) -> dict[str, Any]:
+    """The node file (as data): switch lan0 with a host address and `ports`; with `carp`, carp0
+    in balancing ip on it, alone and so MASTER; `offload` None keeps the node's default."""
+    lan0: dict[str, Any] = {"host": [f"{HOST}/24"], "ports": ports}
+    if offload is not None:
+        lan0["offload"] = offload
     config: dict[str, Any] = {
         "node": {"name": name, "control": control, "metrics": False, "log": "stderr"},
-        "switch": {"lan0": {"host": [f"{HOST}/24"], "ports": taps}},
+        "switch": {"lan0": lan0},
     }
     if carp:
         config["carp"] = {
@@ -206,15 +254,25 @@ def carp0_state(control: str) -> str | None:
     return next((n["state"] for c in st.get("carp", []) for n in c["carpnodes"]), None)
 
 
-def build_node(lab: Lab, folder: str, carp: bool) -> Path:
-    """`vswitch run -c node.toml` in namespace "sw", as users run it."""
+def tap_port(ifname: str, netns: str) -> dict[str, Any]:
+    return {"name": ifname, "type": "tap", "netns": netns}
+
+
+def build_node(lab: Lab, folder: str, name: str) -> Path:
+    """`vswitch run -c node.toml` in namespace "sw", as users run it: a on a TAP port, b on a
+    TAP port too (vswitch, vswitch-carp) or attached to a socket port (SOCKET_PATHS)."""
     a, b = clients(lab)
     sw = lab.netns("sw")
+    carp = name == "vswitch-carp"
     control = os.path.join(folder, "node.sock")
     config = os.path.join(folder, "node.toml")
     log = os.path.join(folder, "node.log")
+    port_b = socket_port(lab, folder, name, sw, b) if name in SOCKET_PATHS else tap_port("tapb", b)
+    offload = True if name.endswith("-tso") else None
     with open(config, "w") as f:
-        f.write(tomlw.dumps(node_file("bench", control, a, b, carp)))
+        f.write(
+            tomlw.dumps(node_file("bench", control, [tap_port("tapa", a), port_b], carp, offload))
+        )
     env = {**os.environ, "PYTHONPATH": SOURCE_ROOT}
     proc = lab.spawn(sw, [sys.executable, "-m", "vswitch", "run", "-c", config], log=log, env=env)
 
@@ -227,10 +285,61 @@ def build_node(lab: Lab, folder: str, carp: bool) -> Path:
     wait_for(serving, NODE_START, "the node" + (" and carp0 MASTER" if carp else ""))
     if carp:  # a sends to the VIP: the node's kernel answers, behind the carp TAP
         path = Path(a, b, "tapa", "tapb", VIP, sw, "carp0", [proc], control)
+    elif name in SOCKET_PATHS:
+        if_b, client = attach_b(lab, folder, port_b, b)
+        path = Path(a, b, "tapa", if_b, IP_B, b, if_b, [proc, *client], control, False)
     else:
         path = Path(a, b, "tapa", "tapb", IP_B, b, "tapb", [proc], control)
     address(lab, path)
     return path
+
+
+def socket_port(lab: Lab, folder: str, name: str, sw: str, b: str) -> dict[str, Any]:
+    """The node's port for b on a socket-port path; for vxlan also the underlay and b's vxlan
+    device (head-end replication to the node), which must exist before the node binds."""
+    if name == "vswitch-stream":
+        return {"name": "vm1", "type": "stream", "path": os.path.join(folder, "vm1.sock")}
+    if name in ("vswitch-vde", "vswitch-vde-tso"):
+        return {"name": "lab", "type": "vde", "path": os.path.join(folder, "lab.vde")}
+    if name != "vswitch-vxlan":
+        raise ValueError(name)
+    lab.veth("ul0", "ul1", a_netns=sw, b_netns=b)
+    lab.addr(sw, "ul0", f"{UNDERLAY_NODE}/24")
+    lab.addr(b, "ul1", f"{UNDERLAY_B}/24")
+    tx_checksums_in_software("ul1", b)  # as b's NIC would: else TCP from b arrives unusable
+    lab.run(b, vxlan_device("vxb", VNI, UNDERLAY_B, "ul1"))  # MTU 1450: the underlay's - 50
+    lab.run(b, fdb_append("vxb", UNDERLAY_NODE))
+    return {
+        "name": "far",
+        "type": "vxlan",
+        "vni": VNI,
+        "local": UNDERLAY_NODE,
+        "remote": [UNDERLAY_B],
+    }
+
+
+def attach_b(
+    lab: Lab, folder: str, port: dict[str, Any], b: str
+) -> tuple[str, list[subprocess.Popen[bytes]]]:
+    """b's interface behind the node's socket `port`, once it exists, and the client processes:
+    QEMU (stream) or vde_plug2tap (vde) started in b, each making its TAP "tapb" there."""
+    if port["type"] == "vxlan":
+        return "vxb", []  # the kernel's device, made with the underlay
+    if port["type"] == "stream":
+        argv = qemu_argv(stream_netdev(port["path"]), "tapb")
+    else:
+        argv = ["vde_plug2tap", "-s", port["path"], "tapb"]
+    log = os.path.join(folder, "client-b.log")
+    proc = lab.spawn(b, argv, log=log)
+
+    def made() -> bool:
+        if proc.poll() is not None:
+            with open(log, errors="replace") as f:
+                raise RuntimeError(f"{argv[0]} exited ({proc.returncode}):\n{f.read()[-2000:]}")
+        return netlink.link_index("tapb", b) is not None
+
+    wait_for(made, 15, f"{argv[0]}'s TAP in b")
+    return "tapb", [proc]
 
 
 def build_dataplane(lab: Lab, offload: bool, queues: int = 1) -> Path:
@@ -276,8 +385,9 @@ def iperf(lab: Lab, path: Path, duration: float, *args: str) -> dict[str, Any]:
     return result
 
 
-def tcp_gbps(lab: Lab, path: Path, duration: float, streams: int) -> float:
-    result = iperf(lab, path, duration, "-P", str(streams))
+def tcp_gbps(lab: Lab, path: Path, duration: float, streams: int, reverse: bool = False) -> float:
+    """a to `dst`, or with `reverse` the other way (iperf3 -R: the server sends, a receives)."""
+    result = iperf(lab, path, duration, "-P", str(streams), *(["-R"] if reverse else []))
     return float(result["end"]["sum_received"]["bits_per_second"]) / 1e9
 
 
@@ -377,10 +487,12 @@ def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
         res: dict[str, float] = {}
         res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, settings.pings)
         res["tcp1_gbps"] = tcp_gbps(lab, path, d, 1)
+        res["tcp1r_gbps"] = tcp_gbps(lab, path, d, 1, reverse=True)
         res["tcp4_gbps"] = tcp_gbps(lab, path, d, 4)
-        res["udp64_kpps"] = udp64_kpps(lab, path, d, settings.udp_rate)
-        if settings.trafgen:
-            res["frames60_kpps"] = frames60_kpps(lab, path, d)
+        if path.small_frames:
+            res["udp64_kpps"] = udp64_kpps(lab, path, d, settings.udp_rate)
+            if settings.trafgen:
+                res["frames60_kpps"] = frames60_kpps(lab, path, d)
         return res
     finally:
         lab.stop(server)
@@ -395,8 +507,8 @@ def run_path(name: str, settings: Settings) -> tuple[dict[str, float], Any]:
                 path = build_bridge(lab)
             elif name == "vde":
                 path = build_vde(lab)
-            elif name in ("vswitch", "vswitch-carp"):
-                path = build_node(lab, folder, carp=name == "vswitch-carp")
+            elif name in ("vswitch", "vswitch-carp", *SOCKET_PATHS):
+                path = build_node(lab, folder, name)
             elif name == "dataplane":
                 path = build_dataplane(lab, offload=True)
             elif name == "dataplane-plain":
@@ -473,19 +585,27 @@ def serve(spec_json: str) -> int:
 # -- report -------------------------------------------------------------------------------------
 
 
-def ratios(results: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
-    """path -> metric -> value / the metric's baseline path's value (where both were measured)."""
+def ratios(
+    results: dict[str, dict[str, float]], reference: str | None = None
+) -> dict[str, dict[str, float]]:
+    """path -> metric -> value / the metric's baseline path's value (where both were measured);
+    with `reference`, to that path's value instead, for the other vswitch-* paths only."""
     out: dict[str, dict[str, float]] = {}
     for p, values in results.items():
+        if reference is not None and not p.startswith(f"{reference}-"):
+            continue
         for m in METRICS:
-            base = results.get(m.baseline, {}).get(m.key)
-            if base and p != m.baseline and values.get(m.key) is not None:
+            to = reference or m.baseline
+            base = results.get(to, {}).get(m.key)
+            if base and p != to and values.get(m.key) is not None:
                 out.setdefault(p, {})[m.key] = values[m.key] / base
     return out
 
 
 def table(results: dict[str, dict[str, float]]) -> str:
-    rel = ratios(results)
+    """Each value with its ratio to the metric's baseline, and for the vswitch-* paths to
+    `vswitch` (TAP to TAP) after it; "-" where a path skips the measurement."""
+    rel, ref = ratios(results), ratios(results, REFERENCE)
     paths = list(results)
     rows: list[list[str]] = []
     for m in METRICS:
@@ -495,23 +615,27 @@ def table(results: dict[str, dict[str, float]]) -> str:
             if value is None:
                 row.append("-")
                 continue
-            ratio = rel.get(p, {}).get(m.key)
-            mark = " (base)" if p == m.baseline else f" ({ratio:.2f}x)" if ratio else ""
-            row.append(f"{value:.3f}{mark}")
+            ratio, second = rel.get(p, {}).get(m.key), ref.get(p, {}).get(m.key)
+            marks = ["base"] if p == m.baseline else [f"{ratio:.2f}x"] if ratio else []
+            if second:
+                marks.append(f"{second:.2f}x {REFERENCE}")
+            row.append(f"{value:.3f}" + (f" ({'; '.join(marks)})" if marks else ""))
         rows.append(row)
     return text_table(["", *paths], rows, rule=False)
 
 
 def picture(results: dict[str, dict[str, float]], title: str) -> timeline.Figure:
-    rel = ratios(results)
     groups = []
-    for m in METRICS:
-        bars = tuple(timeline.Bar(p, rel[p][m.key]) for p in results if m.key in rel.get(p, {}))
-        if bars:
-            vs = BASELINE_NAMES.get(m.baseline, m.baseline)
-            better = "higher" if m.higher_is_better else "lower"
-            label = f"{m.label} vs {vs} ({better} is better)"
-            groups.append(timeline.BarGroup(label, bars, m.higher_is_better))
+    for reference in (None, REFERENCE):
+        rel = ratios(results, reference)
+        for m in METRICS:
+            bars = tuple(timeline.Bar(p, rel[p][m.key]) for p in results if m.key in rel.get(p, {}))
+            if bars:
+                to = reference or m.baseline
+                vs = BASELINE_NAMES.get(to, to)
+                better = "higher" if m.higher_is_better else "lower"
+                label = f"{m.label} vs {vs} ({better} is better)"
+                groups.append(timeline.BarGroup(label, bars, m.higher_is_better))
     note = "ratio to the baseline on a log scale; green: better than the baseline, orange: worse"
     return timeline.ratio_bars(title, groups, note=note)
 
@@ -542,8 +666,12 @@ def main(argv: list[str] | None = None) -> int:
     if not re.fullmatch(r"[1-9]\d*[KMG]?", args.udp_rate):
         parser.error("--udp-rate: a positive iperf3 rate such as 300M")
     reason = preflight("throughput.py", ("ip", "ping", "iperf3"))
-    if reason is None and "vde" in args.paths and shutil.which("vde_switch") is None:
-        reason = "throughput.py needs vde_switch for the vde path (Debian: apt-get install vde2)"
+    for p in args.paths:
+        if reason is None and p in TOOLS and shutil.which(TOOLS[p][0]) is None:
+            tool, package = TOOLS[p]
+            reason = (
+                f"throughput.py needs {tool} for the {p} path (Debian: apt-get install {package})"
+            )
     if reason is not None:
         print(reason, file=sys.stderr)
         return 2
@@ -574,6 +702,8 @@ def main(argv: list[str] | None = None) -> int:
         "baselines": {m.key: m.baseline for m in METRICS},
         "results": results,
         "ratios": ratios(results),
+        "reference": REFERENCE,
+        "ratios_to_reference": ratios(results, REFERENCE),
         "runs": runs,
         "switch_counters": counters,
     }

@@ -107,7 +107,7 @@ class NodeDevices:
         """The switch, its host port and its ports; the carpdev the core sees it as."""
         try:
             fwd = self.dataplane.add_switch(
-                name, hub=sw.mode == "hub", ageing=sw.ageing, offload=sw.offload
+                name, hub=sw.mode == "hub", ageing=sw.ageing, offload=sw.vnet_offload
             )
         except OSError as exc:
             where = f"switch.{name}.offload"

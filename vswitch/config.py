@@ -264,14 +264,28 @@ def port_endpoint(port: Model) -> str | None:
     return None
 
 
+PLAIN_PORT_TYPES = frozenset({"stream", "vde", "vxlan"})  # frames without virtio-net header
+
+
 class SwitchConfig(Model):
     mode: SwitchMode = "learning"
     host: list[IfAddress] = Field(default_factory=list)  # the host port's addresses
     host_mac: Mac | None = None
     ageing: Seconds = 300.0
-    # virtio-net headers with TSO on every port (tap-io.md: 8-12x TCP); None: where supported
+    # virtio-net headers with TSO on every port (tap-io.md: 8-12x TCP); None: where supported,
+    # unless a port carries plain frames (see `vnet_offload`)
     offload: bool | None = None
     ports: list[PortConfig] = Field(default_factory=list)
+
+    @property
+    def vnet_offload(self) -> bool | None:
+        """What the switch is built with. Left to the default, a switch with socket ports
+        (stream, vde, vxlan: plain frames) runs without offload: cutting TSO segments up in
+        Python for them costs more than offload gains (bench/throughput.py: vswitch-vde 0.54
+        vs vswitch-vde-plain 1.24 Gbit/s); one added at run time gets segmented frames."""
+        if self.offload is None and any(p.type in PLAIN_PORT_TYPES for p in self.ports):
+            return False
+        return self.offload
 
     @field_validator("host")
     @classmethod

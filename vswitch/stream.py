@@ -8,7 +8,8 @@ and one oversize frame) and the port waits for the next peer.
 
 The link is up while a peer is connected: a disconnect is a link-down event and the port then
 accepts the next peer. While one is connected, a second is accepted and closed at once (counted
-as `busy`): QEMU 7.2 does not reconnect by itself, so the first keeps its place.
+as `busy`): QEMU 7.2 does not reconnect by itself, so the first keeps its place. A peer that
+leaves in the middle of a frame (its length or its bytes) has that part counted as `truncated`.
 
 Writes go out in one send per batch; what the socket does not take at once waits in a bounded
 buffer flushed when the socket is writable (frames beyond it are dropped as tx_full), so a slow
@@ -112,15 +113,21 @@ class StreamPort(SocketPort):
                 break
             except OSError:
                 self.dev.rx_errors += 1
-                self._drop_peer()
+                self._hung_up()
                 break
             if not data:
-                self._drop_peer()  # the peer hung up: link down, next peer welcome
+                self._hung_up()  # link down, next peer welcome
                 break
             self._buf += data
             if not self._split(frames) or len(frames) >= limit:
                 break
         return frames
+
+    def _hung_up(self) -> None:
+        """The peer is gone; a frame it left unfinished is counted (`truncated`), not lost."""
+        if self._buf:
+            self.refuse("truncated")
+        self._drop_peer()
 
     def _split(self, frames: list[bytes]) -> bool:
         """Move the complete frames of the buffer to `frames`; False when the peer was dropped."""

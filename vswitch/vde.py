@@ -7,7 +7,8 @@ description of up to 128 bytes. The port binds a datagram socket DIR/port.N for 
 to the client's (before answering: the client unlinks its socket file once connected), and
 answers with that socket's sockaddr_un. From then on one datagram is one Ethernet frame, both
 ways, and the client is a switch port of its own, `NAME/N`, learned and flooded like any port.
-It is removed when its control connection closes.
+It is removed when its control connection closes. A datagram longer than MAX_FRAME is dropped
+(counted as an oversize frame and `oversize` in the client's `refused`), never read cut short.
 
 Refused and counted in `refused`, the connection then closed and nothing else disturbed: a short
 request (`short_request`), a wrong magic or version (`bad_magic`, `bad_version`), an unknown
@@ -109,7 +110,12 @@ class VdeClient(SocketPort):
         wire = self.wire
         try:
             for _ in range(limit):
-                frames.append(wire(recv(MAX_FRAME)))
+                data = recv(MAX_FRAME + 1)  # a byte more: a datagram that fills it is no frame
+                if len(data) > MAX_FRAME:
+                    self.refused["oversize"] = self.refused.get("oversize", 0) + 1
+                    self.dev.rx_oversize += 1
+                    continue
+                frames.append(wire(data))
         except BlockingIOError:
             pass
         except OSError:

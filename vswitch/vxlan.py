@@ -6,7 +6,8 @@ Ethernet frame. The port sends from `local`:`port` to a fixed list of remotes at
 floods (broadcast, multicast, unknown unicast) go to every remote (head-end replication), a
 unicast frame whose destination MAC was learned goes to the remote it was learned from. The
 port learns from what it receives: the inner source MAC behind the outer source address, for
-`ageing` seconds (as the switch's own table), at most `max_entries` MACs.
+`ageing` seconds (as the switch's own table), at most `max_entries` MACs (a full table is swept
+for aged MACs at most every quarter ageing; until then new sources are not learned).
 
 Received and dropped, counted in `refused` (and as malformed frames): a datagram too short to
 hold the header and an Ethernet header (`short`), without the I bit (`bad_flags`), for another
@@ -105,6 +106,7 @@ class VxlanPort(SocketPort):
         pairs = zip(peers, self.remotes, strict=True)
         self._known: dict[str, Address] = {str(p): r for p, r in pairs}
         self.fdb: dict[bytes, Learned] = {}  # MAC -> where to send unicast for it
+        self._next_sweep = 0.0  # when a full table may be swept again
         self._header = HEADER.pack(FLAG_I, vni << 8)
         sock = socket.socket(
             socket.AF_INET6 if v6 else socket.AF_INET,
@@ -155,7 +157,7 @@ class VxlanPort(SocketPort):
                     if entry is not None:
                         entry.remote = remote
                         entry.seen = now
-                    elif len(fdb) < self.max_entries or self._expire(now):
+                    elif len(fdb) < self.max_entries or self._room(now):
                         fdb[mac] = Learned(remote, now)
                 frames.append(self.wire(inner))
         except BlockingIOError:
@@ -172,11 +174,15 @@ class VxlanPort(SocketPort):
             return None
         return self._known.get(str(address))
 
-    def _expire(self, now: float) -> bool:
-        """Forget MACs not heard for `ageing`; whether there is room now."""
-        old = [mac for mac, entry in self.fdb.items() if now - entry.seen > self.ageing]
-        for mac in old:
-            del self.fdb[mac]
+    def _room(self, now: float) -> bool:
+        """Whether a full table has room after forgetting MACs not heard for `ageing`. Swept at
+        most every quarter ageing (1 s at most, as the switch's table): a sweep per new source
+        would let a MAC flood from behind a remote cost a scan of the table per datagram."""
+        if now >= self._next_sweep:
+            self._next_sweep = now + min(1.0, self.ageing / 4)
+            old = [mac for mac, entry in self.fdb.items() if now - entry.seen > self.ageing]
+            for mac in old:
+                del self.fdb[mac]
         return len(self.fdb) < self.max_entries
 
     def lookup(self, mac: bytes, now: float) -> Address | None:

@@ -870,3 +870,16 @@ def test_tap_netns_by_name_path_or_pid(netns: str, kept: str) -> None:
     config = loads_config(HEAD + f'ports = [{{ name = "vm1", type = "tap", netns = "{netns}" }}]\n')
     port = config.switch["lan0"].ports[0]
     assert isinstance(port, TapPortConfig) and port.netns == kept
+
+
+def test_a_switch_with_socket_ports_runs_without_offload_by_default() -> None:
+    plain = loads_config(
+        HEAD + 'ports = [{ name = "vm1", type = "stream", path = "/run/v.sock" }]\n'
+    )
+    assert plain.switch["lan0"].offload is None and plain.switch["lan0"].vnet_offload is False
+    taps = loads_config(HEAD + 'ports = [{ name = "vm1", type = "tap" }]\n')
+    assert taps.switch["lan0"].vnet_offload is None  # where the kernel supports it
+    forced = loads_config(
+        HEAD + 'offload = true\nports = [{ name = "vm1", type = "stream", path = "/run/v.sock" }]\n'
+    )
+    assert forced.switch["lan0"].vnet_offload is True  # said so: segmented in software

@@ -121,6 +121,26 @@ def test_a_second_peer_is_refused_while_the_first_keeps_its_place(
     third.close()
 
 
+@pytest.mark.parametrize("left", [2, 4, 30])  # inside the length, after it, inside the frame
+def test_a_peer_leaving_mid_frame_has_the_part_counted_and_the_next_starts_clean(
+    port: tuple[StreamPort, FakeIO, list[bool]], left: int
+) -> None:
+    dev, _, links = port
+    peer = connect(dev)
+    pfd = dev.fds[1]
+    peer.sendall(framed(eth(B, A)) + framed(eth(BCAST, A, b"cut" * 20))[:left])
+    assert dev.read_batch(pfd) == [eth(B, A)]
+    peer.close()
+    assert dev.read_batch(pfd) == [] and links == [True, False]
+    assert dev.refused == {"truncated": 1} and dev.dev.rx_malformed == 0  # not a frame read
+    second = connect(dev)
+    second.sendall(framed(eth(A, B)))
+    assert dev.read_batch(dev.fds[1]) == [eth(A, B)]  # nothing of the first peer's is left
+    second.close()
+    dev.read_batch(dev.fds[1])
+    assert dev.refused == {"truncated": 1}  # a peer that leaves between frames cuts nothing
+
+
 def test_writes_carry_the_length_and_wait_for_a_slow_peer(
     port: tuple[StreamPort, FakeIO, list[bool]],
 ) -> None:

@@ -13,7 +13,15 @@ import uvloop
 from tests.vswitch.test_dataplane import BCAST, eth, fake, until
 from tests.vswitch.test_sockport import FakeIO
 from vswitch.dataplane import DataPlane
-from vswitch.vde import MAGIC, REQUEST_TIMEOUT, VdeClient, VdePort, parse_request, sockaddr
+from vswitch.vde import (
+    MAGIC,
+    MAX_FRAME,
+    REQUEST_TIMEOUT,
+    VdeClient,
+    VdePort,
+    parse_request,
+    sockaddr,
+)
 
 A = bytes.fromhex("020000000001")
 B = bytes.fromhex("020000000002")
@@ -111,6 +119,24 @@ def test_the_handshake_makes_a_port_per_client(vde: tuple[VdePort, FakeIO]) -> N
     serve(port)
     assert io.children == {} and not port.link_up
     assert port.refused == {}
+
+
+def test_a_datagram_longer_than_a_frame_is_dropped_as_oversize(vde: tuple[VdePort, FakeIO]) -> None:
+    port, io = vde
+    client = Client(port.path)
+    serve(port)
+    client.ctl.sendall(request(client.path))
+    serve(port)
+    client.data.connect(struct.unpack("=H108s", client.ctl.recv(110))[1].split(b"\0", 1)[0])
+    child = io.children["1"]
+    client.data.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    biggest = eth(BCAST, A, bytes(MAX_FRAME - 14))
+    client.data.send(biggest + b"x")  # one byte too many: never read cut short
+    client.data.send(biggest)
+    client.data.send(eth(BCAST, A, b"next"))
+    assert child.read_batch(child.fds[0]) == [biggest, eth(BCAST, A, b"next")]
+    assert child.refused == {"oversize": 1} and child.dev.rx_oversize == 1
+    client.close()
 
 
 @pytest.mark.parametrize(

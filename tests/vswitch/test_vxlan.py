@@ -145,6 +145,33 @@ def test_bad_datagrams_are_dropped_and_counted(
     assert dev.lookup(C, clock.now) is None  # nothing learned from it
 
 
+def test_a_full_table_is_swept_at_most_every_quarter_ageing(
+    lab: tuple[VxlanPort, Peer, Peer, Clock],
+) -> None:
+    """A MAC flood from behind a remote must not cost a scan of the table per datagram."""
+    dev, _, _, clock = lab
+    dev.ageing, dev.max_entries = 2.0, 2  # a sweep every 0.5 s at most
+    port = dev.remotes[0][1]
+
+    def hear(mac: bytes) -> None:
+        send_from(PEER1, port, encapsulate(42, eth(BCAST, mac)))
+        assert read(dev, 1) == [eth(BCAST, mac)]  # switched, learned or not
+
+    hear(A)
+    clock.now += 1.0
+    hear(B)  # the table is full
+    clock.now += 0.9
+    hear(C)  # swept: nothing aged yet, C not learned
+    assert dev.lookup(C, clock.now) is None
+    clock.now += 0.2  # A has aged (2.1 s), but the last sweep was 0.2 s ago
+    hear(C)
+    assert dev.lookup(C, clock.now) is None and A in dev.fdb
+    clock.now += 0.3
+    hear(C)  # a sweep is due: A goes, C takes its place
+    assert dev.lookup(C, clock.now) == (PEER1, port) and A not in dev.fdb
+    assert dev.lookup(B, clock.now) == (PEER1, port)
+
+
 def test_offloaded_frames_are_segmented_per_remote() -> None:
     port = free_port()
     peer = Peer(PEER1, port)

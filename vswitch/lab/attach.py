@@ -22,6 +22,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from pyroute2.ethtool import Ethtool
+
 from vswitch import netlink, tomlw
 from vswitch.ctl.client import ControlClient, NodeUnavailable
 from vswitch.lab.netns import Lab
@@ -64,6 +66,7 @@ class AttachLab:
         lab.veth("ul0", "ul1", a_netns=self.gw, b_netns=self.far)
         lab.addr(self.gw, "ul0", f"{UNDERLAY_GW}/24")
         lab.addr(self.far, "ul1", f"{UNDERLAY_FAR}/24")
+        tx_checksums_in_software("ul1", self.far)  # else TCP through vx0 arrives unusable
         # the far host: a plain Linux vxlan device, head-end replication to the node
         lab.run(self.far, vxlan_device("vx0", VNI, UNDERLAY_FAR, "ul1"))
         lab.run(self.far, fdb_append("vx0", UNDERLAY_GW))
@@ -148,16 +151,10 @@ class AttachLab:
         stream port) or "vde" (the vde port); QEMU's hub joins it to a TAP "qtap" here."""
         ns = self.lab.netns(name)
         if backend == "stream":
-            netdev = f"stream,id=n0,server=off,addr.type=unix,addr.path={self.stream_path}"
+            netdev = stream_netdev(self.stream_path)
         else:
-            netdev = f"vde,id=n0,sock={self.vde_dir}"
-        argv = [
-            QEMU, "-M", "none", "-nodefaults", "-display", "none",
-            "-netdev", netdev,
-            "-netdev", "tap,id=t0,ifname=qtap,script=no,downscript=no",
-            "-netdev", "hubport,id=h0,hubid=0,netdev=n0",
-            "-netdev", "hubport,id=h1,hubid=0,netdev=t0",
-        ]  # fmt: skip
+            netdev = vde_netdev(self.vde_dir)
+        argv = qemu_argv(netdev, "qtap")
         proc = self.lab.spawn(ns, argv, log=os.path.join(self.dir, f"{name}.log"))
         self._client_tap(ns, "qtap", address, proc)
         self.clients[name] = ns
@@ -210,6 +207,28 @@ class AttachLab:
         self.close()
 
 
+def stream_netdev(path: str) -> str:
+    """QEMU's backend (id n0) for a node's `type = "stream"` port listening on `path`."""
+    return f"stream,id=n0,server=off,addr.type=unix,addr.path={path}"
+
+
+def vde_netdev(directory: str) -> str:
+    """QEMU's backend (id n0) for a node's `type = "vde"` port in `directory`."""
+    return f"vde,id=n0,sock={directory}"
+
+
+def qemu_argv(netdev: str, tap: str) -> list[str]:
+    """QEMU with no machine whose hub joins the backend `netdev` (id n0) to a TAP `tap` it makes
+    in the namespace it runs in: that namespace's kernel then speaks through QEMU."""
+    return [
+        QEMU, "-M", "none", "-nodefaults", "-display", "none",
+        "-netdev", netdev,
+        "-netdev", f"tap,id=t0,ifname={tap},script=no,downscript=no",
+        "-netdev", "hubport,id=h0,hubid=0,netdev=n0",
+        "-netdev", "hubport,id=h1,hubid=0,netdev=t0",
+    ]  # fmt: skip
+
+
 def vxlan_device(name: str, vni: int, local: str, dev: str) -> list[str]:
     """`ip link add` of a Linux vxlan device on IANA's port (iproute2's default is 8472)."""
     return [
@@ -221,6 +240,22 @@ def vxlan_device(name: str, vni: int, local: str, dev: str) -> list[str]:
 def fdb_append(dev: str, peer: str) -> list[str]:
     """Head-end replication to `peer`: every flood also goes there."""
     return ["bridge", "fdb", "append", "00:00:00:00:00:00", "dev", dev, "dst", peer]
+
+
+def tx_checksums_in_software(ifname: str, netns: str) -> None:
+    """What `ethtool -K IFNAME tx off` does to a veth in `netns` (its tx checksum feature is
+    tx-checksum-ip-generic): the kernel completes every checksum before a frame leaves, as a NIC
+    does on the wire. A veth never completes them, so a Linux vxlan device whose underlay is a
+    veth hands its inner TCP segments to the node's UDP socket with the checksum still partial,
+    and the TCP receiver behind the node drops them (ICMP, checksummed in software, passes)."""
+    with netlink.in_netns(netns):
+        tool = Ethtool()
+    try:
+        found = tool.get_features(ifname)
+        found.features["tx-checksum-ip-generic"].enable = False
+        tool.set_features(ifname, found)
+    finally:
+        tool.close()
 
 
 def _netns_inode(pid: int) -> int | None:

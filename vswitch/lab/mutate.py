@@ -8,9 +8,14 @@ behind a seed's Ethernet addresses, truncations, bit flips, byte overwrites with
 over-long frames and 802.1Q / 802.1ad tags, and gives each frame a virtio-net header that is
 mostly zero and otherwise random (flags, GSO type and size, checksum offsets). Same seed, same
 frames.
+
+For the socket ports it also wraps frames in VXLAN headers, some broken (`Mutator.vxlan`), and
+makes garbage for a vde port's control socket (`Mutator.vde_request`); each comes with the
+reason the port must refuse it for, known from how it was made (RFC 7348 5, vde's request_v3).
 """
 
 import random
+import socket
 import struct
 from collections import Counter
 from collections.abc import Sequence
@@ -21,6 +26,7 @@ from carp import l2
 from carp.auth import HmacContexts, carp_key
 from carp.checksum import inet_checksum
 from carp.wire import CarpHeader, build_frame, build_ipv4, build_ipv6
+from vswitch.vde import MAGIC, MIN_REQUEST, REQ_NEW_PORT0, REQUEST, SOCKADDR_UN, VERSION
 
 ETH_P_IP = 0x0800
 ETH_P_IPV6 = 0x86DD
@@ -42,6 +48,15 @@ _DRAW = (
     + ("overlong", "vlan", "vlan")
 )
 BOUNDARY = (0x00, 0x01, 0x7F, 0x80, 0xFE, 0xFF)
+VXLAN_I = 0x08  # the I flag: the VNI is valid (RFC 7348 5); every other bit is reserved
+VXLAN_HLEN = 8
+ETH_HLEN = 14
+# VXLAN header faults: none, reserved bits set (ignored on receipt), no I flag, another VNI,
+# a datagram too short for the header and an Ethernet header
+VXLAN_FAULTS = ("none", "reserved", "flags", "vni", "short")
+_VXLAN_DRAW = ("none",) * 12 + ("reserved", "reserved", "flags", "vni", "short")
+# garbage on a vde port's ctl and the refusal each must get (vswitch/vde.py)
+VDE_GARBAGE = ("short_request", "bad_magic", "bad_version", "bad_type", "bad_address", "foreign")
 
 
 @dataclass(frozen=True)
@@ -182,6 +197,63 @@ class Mutator:
             i = self.rng.randrange(len(out) * 8)
             out[i >> 3] ^= 1 << (i & 7)
         return bytes(out)
+
+    def vxlan(self, vni: int, frame: bytes) -> tuple[bytes, str]:
+        """`frame` in a VXLAN datagram for `vni`, its header broken now and then: (datagram,
+        the reason the port refuses it for, "" if it must take it). A datagram too short for
+        the header and an Ethernet header is "short" whatever else it has."""
+        r = self.rng
+        fault = r.choice(_VXLAN_DRAW)
+        self.kinds[f"vxlan-{fault}"] += 1
+        flags, reserved, low = VXLAN_I, bytes(3), 0
+        if fault == "reserved":
+            flags |= r.getrandbits(8)
+            reserved, low = r.randbytes(3), r.getrandbits(8)
+        elif fault == "flags":
+            flags = r.getrandbits(8) & ~VXLAN_I
+        wanted = vni
+        if fault == "vni":
+            wanted = (vni + r.randrange(1, 1 << 24)) % (1 << 24)
+        data = bytes((flags,)) + reserved + ((wanted << 8) | low).to_bytes(4, "big") + frame
+        if fault == "short":
+            data = data[: r.randrange(VXLAN_HLEN + ETH_HLEN)]
+        if len(data) < VXLAN_HLEN + ETH_HLEN:
+            return data, "short"
+        return data, {"flags": "bad_flags", "vni": "bad_vni"}.get(fault, "")
+
+    def vde_request(self, path: str, kind: str | None = None) -> tuple[bytes, str]:
+        """Garbage for a vde port's ctl in place of a request naming the datagram socket `path`:
+        (bytes, the refusal reason). `kind` is one of VDE_GARBAGE, else drawn at random."""
+        r = self.rng
+        if kind is None:
+            kind = r.choice(VDE_GARBAGE)
+        elif kind not in VDE_GARBAGE:
+            raise ValueError(f"kind must be one of {', '.join(VDE_GARBAGE)}")
+        self.kinds[f"vde-{kind}"] += 1
+        tail = b"fuzz.py"
+        if kind == "short_request":  # random bytes, one send, shorter than a request
+            return r.randbytes(r.randrange(1, MIN_REQUEST)), kind
+        if kind == "bad_magic":  # random, one bit off, or written big-endian
+            swapped = int.from_bytes(MAGIC.to_bytes(4, "big"), "little")
+            magic = r.choice((r.getrandbits(32), MAGIC ^ 1 << r.randrange(32), swapped))
+            body = REQUEST.pack(magic if magic != MAGIC else swapped, VERSION, REQ_NEW_PORT0)
+            return body + r.randbytes(r.randrange(SOCKADDR_UN.size, 300)), kind
+        address = SOCKADDR_UN.pack(socket.AF_UNIX, path.encode())
+        if kind == "bad_version":
+            version = r.choice((0, 1, 2, 4, r.getrandbits(32) | 8))
+            return REQUEST.pack(MAGIC, version, REQ_NEW_PORT0) + address + tail, kind
+        if kind == "bad_type":
+            kind_field = r.randrange(2, 256) | (r.getrandbits(24) << 8)
+            return REQUEST.pack(MAGIC, VERSION, kind_field) + address + tail, kind
+        head = REQUEST.pack(MAGIC, VERSION, REQ_NEW_PORT0)
+        if kind == "bad_address":  # another family, or a path that is not absolute
+            if r.random() < 0.5:
+                family = r.choice((0, socket.AF_INET, socket.AF_INET6, r.getrandbits(16) | 0x100))
+                return head + SOCKADDR_UN.pack(family, path.encode()) + tail, kind
+            return head + SOCKADDR_UN.pack(socket.AF_UNIX, path.lstrip("/").encode()) + tail, kind
+        # a datagram socket that is not there: the node must not send into it
+        missing = f"{path}-gone-{r.getrandbits(32):08x}"
+        return head + SOCKADDR_UN.pack(socket.AF_UNIX, missing.encode()) + tail, "foreign_socket"
 
     def header(self, length: int) -> bytes:
         """Zero (no offload asked for) or random fields around plausible values."""
