@@ -25,6 +25,7 @@ import struct
 import termios
 import time
 from collections import Counter
+from collections.abc import Iterator
 from typing import Any
 
 from vswitch import netlink
@@ -118,6 +119,19 @@ def os_timeouts(sock: socket.socket, seconds: float) -> None:
         sock.setsockopt(socket.SOL_SOCKET, option, timeval)
 
 
+def waiting(sock: socket.socket, size: int) -> Iterator[bytes]:
+    """What `sock` holds now, read without waiting; ends when it is empty, closed or in error
+    (a dropped connection: the next send says so)."""
+    while True:
+        try:
+            data = sock.recv(size, socket.MSG_DONTWAIT)
+        except OSError:  # BlockingIOError and InterruptedError among them
+            return
+        if not data and sock.type == socket.SOCK_STREAM:
+            return
+        yield data
+
+
 def unread(sock: socket.socket) -> int:
     """Bytes sent on a Unix socket that its peer has not read yet (SIOCOUTQ: what is still
     charged to the sender)."""
@@ -186,15 +200,7 @@ class StreamPeer:
 
     def drain(self) -> None:
         """Take what the node sent so far (it never waits on us)."""
-        while True:
-            try:
-                data = self._sock.recv(1 << 18, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return  # dropped: the next send says so
-            if not data:
-                return
+        for data in waiting(self._sock, 1 << 18):
             self._parse(data)
 
     def _parse(self, data: bytes) -> None:
@@ -279,13 +285,7 @@ class VdePeer:
         return unread(self.data)
 
     def drain(self) -> None:
-        while True:
-            try:
-                self.data.recv(1 << 17, socket.MSG_DONTWAIT)
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
-                return
+        for _ in waiting(self.data, 1 << 17):
             self.received += 1
 
     def caught_up(self, deadline: float) -> bool:
