@@ -26,7 +26,7 @@ from typing import Protocol
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
-from vswitch.port import READ_BATCH, DeviceCounters, DevicePort
+from vswitch.port import READ_BATCH, READ_BYTES, DeviceCounters, DevicePort
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -189,17 +189,25 @@ class RawPort(DevicePort):
         frames: list[bytes] = []
         append = frames.append
         size = MAX_FRAME + VNET_HDR_LEN
+        budget = READ_BYTES  # GSO frames: a batch of bytes, not of 64 frames (port.py)
         try:
             if self.kernel_skips_outgoing:
                 recv = self._sock.recv
                 for _ in range(limit):
-                    append(recv(size))
+                    data = recv(size)
+                    append(data)
+                    budget -= len(data)
+                    if budget <= 0:
+                        break
             else:
                 recvfrom = self._sock.recvfrom
                 for _ in range(limit):
                     data, addr = recvfrom(size)
                     if addr[2] != PACKET_OUTGOING:
                         append(data)
+                        budget -= len(data)
+                        if budget <= 0:
+                            break
         except BlockingIOError:
             pass
         except OSError:

@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vswitch import port as port_module
 from vswitch import tap
 from vswitch.netlink import (
     IFF_LOWER_UP,
@@ -204,6 +205,19 @@ def test_batched_reads_stop_at_the_limit_and_when_empty() -> None:
     assert port.read_batch(port.fds[0]) == []
     assert port.failed is not None and port.failed.errno == errno.ENODEV
     port.close()
+
+
+def test_batched_reads_stop_at_the_byte_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    # GSO frames: a batch ends after READ_BYTES, not after 64 frames of 64 KiB
+    monkeypatch.setattr(port_module, "READ_BYTES", 2000)
+    a, b = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    port = FakePort(a)
+    for i in range(5):
+        b.send(bytes([i]) * 900)
+    assert port.read_batch(port.fds[0]) == [bytes([i]) * 900 for i in range(3)]
+    assert port.read_batch(port.fds[0]) == [bytes([i]) * 900 for i in (3, 4)]
+    port.close()
+    b.close()
 
 
 def test_read_errors_are_counted() -> None:
