@@ -8,7 +8,9 @@ node's kernel sends and applies the source-MAC rule of design decision 4. input(
 forwarding: the switch still forwards or floods every frame as usual.
 
 All state the rules need is copied into lookup tables by `refresh()`, which the driver calls
-after every batch of actions, so the common case costs a few slices and one dict lookup.
+after every batch of actions, so the common case costs a few slices and one dict lookup. Those
+tables are `Decisions`: plain data, so that a forwarding process that does not run the protocol
+applies the decisions of the one that does (`decisions()` there, `load()` here).
 """
 
 from collections.abc import Mapping, Sequence
@@ -145,6 +147,15 @@ class _Tables:
     taps: dict[bytes, _Entry] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """Everything input() and output() read, as refresh() copied it from the host."""
+
+    tables: dict[str, _Tables]
+    tap_macs: dict[str, bytes]
+    ip_balanced: frozenset[str]  # the carp interfaces in an ip* mode
+
+
 def may_send(balancing: Balancing, leader_master: bool, any_master: bool) -> bool:
     """Whether a frame may leave from the carp interface / a virtual address (§6.6).
 
@@ -176,6 +187,9 @@ class DataPath:
         self.macs: frozenset[bytes] = frozenset()
         self.carpdev_macs: dict[str, frozenset[bytes]] = {}
         self.tap_macs: dict[str, bytes] = {}
+        # carp interfaces in an ip* mode: the frames delivered to them also go on to the
+        # other nodes of the segment (§6.6), those of the other modes are for this node alone
+        self.ip_balanced: frozenset[str] = frozenset()
         self.stats = DataPathStats()
         self.refresh()
 
@@ -202,10 +216,21 @@ class DataPath:
                     t.macs.setdefault(vmac, (entry, index))
             t.taps.setdefault(entry.tap_mac, entry)
             tap_macs[name] = entry.tap_mac
+        ip = frozenset(n for n, c in self._host.carpifs.items() if c.balancing.is_ip)
+        self.load(Decisions(tables, tap_macs, ip))
+
+    def decisions(self) -> Decisions:
+        """The tables as they stand, for a data path elsewhere (`load`)."""
+        return Decisions(self._tables, self.tap_macs, self.ip_balanced)
+
+    def load(self, decisions: Decisions) -> None:
+        """Decide with these tables from now on (this data path's or another's)."""
+        tables = decisions.tables
         self._tables = tables
-        self.tap_macs = tap_macs
+        self.tap_macs = decisions.tap_macs
         self.carpdev_macs = {dev: frozenset(t.macs) for dev, t in tables.items()}
         self.macs = frozenset(m for t in tables.values() for m in t.macs)
+        self.ip_balanced = decisions.ip_balanced
 
     @staticmethod
     def _entry(cif: CarpIfView, own_mac: bytes) -> _Entry:

@@ -49,9 +49,10 @@ from carp.ifconfig import IfconfigChange
 from carp.params import CarpDev
 from vswitch import reconfig
 from vswitch.build import NodeDevices, cookie, undo
+from vswitch.carphooks import CarpHooks
 from vswitch.config import ConfigError, NodeConfig
 from vswitch.dataplane import DataPlane
-from vswitch.fwd import Emit, Port, SpecialHook
+from vswitch.fwd import Emit, Port
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
 from vswitch.system import Clock, LoopClock, System, Timer
@@ -135,11 +136,11 @@ class Node:
             self.devices.open_carp_tap(
                 p.name, p.carpdev, self.datapath.tap_macs[p.name], p.addresses
             )
+        hooks = CarpHooks(
+            self.datapath, self.devices.carp_taps, self._run, self.neigh.snoop, self._failed
+        )
         for name in self.config.switch:
-            fwd = self.dataplane.switch(name)
-            fwd.on_special = self._on_special(name)
-            fwd.on_multicast = self._on_multicast(name)
-            fwd.egress_filter = self._egress(name)
+            hooks.install(name, self.dataplane.switch(name))
         self.dataplane.on_link = self._on_port_link
         for name, sw in self.config.switch.items():
             self.watch.configure(name, sw, None)  # monitor ports and impairments
@@ -153,55 +154,6 @@ class Node:
             if not self.switch_link[name]:
                 actions += self.host.set_carpdev_link(now, name, False)
         self.apply(now, actions)
-
-    # -- the hooks on the switches ---------------------------------------------------------------
-
-    # A hook that raises would leave the switch in the middle of a batch: the frames after it
-    # unswitched and uncounted, the ports unflushed. One frame that trips a bug is dropped and
-    # counted in apply_errors (logged once per kind) instead, and the batch goes on.
-
-    def _on_special(self, switch: str) -> SpecialHook:
-        def hook(now: float, port: str, frame: bytes) -> tuple[bool, Sequence[Emit]]:
-            assert self.datapath is not None and self.host is not None
-            try:
-                self.neigh.snoop(now, frame)
-                emits = self._run(now, self.datapath.input(now, switch, port, frame))
-                # a frame this node takes for a unicast virtual MAC (modes none, arp) is for it
-                # alone; the multicast MAC of `ip` and the shared MACs of ip-unicast /
-                # ip-stealth also go on to the other nodes on the segment (§6.6)
-                for name, _ in emits:
-                    sc = self.host.carpifs.get(name or "")
-                    if sc is not None and not sc.balancing.is_ip:
-                        return False, emits
-            except Exception as exc:
-                self._failed(f"carp input on switch {switch}", exc)
-                return False, ()  # taken by the hook, nothing sent: counted above
-            return True, emits
-
-        return hook
-
-    def _on_multicast(self, switch: str) -> Callable[[float, str, bytes], Sequence[Emit]]:
-        def hook(now: float, port: str, frame: bytes) -> Sequence[Emit]:
-            assert self.datapath is not None
-            try:
-                self.neigh.snoop(now, frame)
-                return self._run(now, self.datapath.input(now, switch, port, frame))
-            except Exception as exc:
-                self._failed(f"carp input on switch {switch}", exc)
-                return ()  # the switch floods or counts the frame as it would without a hook
-
-        return hook
-
-    def _egress(self, switch: str) -> Callable[[float, str, bytes], bytes | None]:
-        def egress(now: float, port: str, frame: bytes) -> bytes | None:
-            assert self.datapath is not None
-            try:
-                return self.datapath.output(switch, frame, port in self.devices.carp_taps)
-            except Exception as exc:
-                self._failed(f"carp output on switch {switch}", exc)
-                return None  # dropped: counted as filtered by the switch
-
-        return egress
 
     def _run(self, now: float, actions: list[Action]) -> Sequence[Emit]:
         """Apply the actions of a hook; deliveries go back to the switch as emits so they keep

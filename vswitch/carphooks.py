@@ -1,0 +1,73 @@
+"""The carp hooks of a switch (fwd.py `on_special`, `on_multicast`, `egress_filter`).
+
+One set of hooks for both places that forward: the node process (workers = 0) and each forwarding
+worker (vswitch/worker.py). What differs is passed in: how a hook's actions are carried out
+(`run`), where ARP frames go for the neighbour cache (`snoop`), and how a failure is counted.
+
+A hook that raises would leave the switch in the middle of a batch: the frames after it
+unswitched and uncounted, the ports unflushed. One frame that trips a bug is dropped and counted
+through `failed` instead, and the batch goes on.
+"""
+
+from collections.abc import Callable, Container, Sequence
+
+from carp.actions import Action
+from carp.datapath import DataPath
+from vswitch.fwd import Emit, Switch
+
+Run = Callable[[float, list[Action]], Sequence[Emit]]
+"""(now, actions of the data path) -> frames for the switch to send (deliveries, answers)."""
+
+
+class CarpHooks:
+    def __init__(
+        self,
+        datapath: DataPath,
+        carp_taps: Container[str],
+        run: Run,
+        snoop: Callable[[float, bytes], None],
+        failed: Callable[[str, Exception], None],
+    ) -> None:
+        self.datapath = datapath
+        self.carp_taps = carp_taps
+        self.run = run
+        self.snoop = snoop
+        self.failed = failed
+
+    def install(self, switch: str, fwd: Switch) -> None:
+        fwd.on_special = lambda now, port, frame: self.special(switch, now, port, frame)
+        fwd.on_multicast = lambda now, port, frame: self.multicast(switch, now, port, frame)
+        fwd.egress_filter = lambda now, port, frame: self.egress(switch, port, frame)
+
+    def special(
+        self, switch: str, now: float, port: str, frame: bytes
+    ) -> tuple[bool, Sequence[Emit]]:
+        try:
+            self.snoop(now, frame)
+            emits = self.run(now, self.datapath.input(now, switch, port, frame))
+            # a frame this node takes for a unicast virtual MAC (modes none, arp) is for it
+            # alone; the multicast MAC of `ip` and the shared MACs of ip-unicast / ip-stealth
+            # also go on to the other nodes on the segment (§6.6)
+            ip = self.datapath.ip_balanced
+            for name, _ in emits:
+                if name is not None and name in self.datapath.tap_macs and name not in ip:
+                    return False, emits
+        except Exception as exc:
+            self.failed(f"carp input on switch {switch}", exc)
+            return False, ()  # taken by the hook, nothing sent: counted by `failed`
+        return True, emits
+
+    def multicast(self, switch: str, now: float, port: str, frame: bytes) -> Sequence[Emit]:
+        try:
+            self.snoop(now, frame)
+            return self.run(now, self.datapath.input(now, switch, port, frame))
+        except Exception as exc:
+            self.failed(f"carp input on switch {switch}", exc)
+            return ()  # the switch floods or counts the frame as it would without a hook
+
+    def egress(self, switch: str, port: str, frame: bytes) -> bytes | None:
+        try:
+            return self.datapath.output(switch, frame, port in self.carp_taps)
+        except Exception as exc:
+            self.failed(f"carp output on switch {switch}", exc)
+            return None  # dropped: counted as filtered by the switch
