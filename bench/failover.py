@@ -579,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         default=[1, 2],
         help="the backup's advskew in the loaded runs (the master's is 0, advbase 0)",
     )
+    parser.add_argument(
+        "--workers", type=int, default=0, help="[node] workers of both vswitch nodes (0..16)"
+    )
     parser.add_argument("--plot", metavar="FILE", help="draw timelines into FILE (SVG)")
     parser.add_argument(
         "--quick", action="store_true", help="a short check: 2 kills per scenario, 10 s loads"
@@ -607,7 +610,9 @@ def main(argv: list[str] | None = None) -> int:
     runs: dict[str, list[Run]] = {}
     loaded: list[LoadRun] = []
     pictures: list[timeline.Figure] = []
-    specs = [GatewaySpec("gwa", {}), GatewaySpec("gwb", {})]
+    if not 0 <= args.workers <= 16:
+        parser.error("--workers must be 0..16")
+    specs = [GatewaySpec(n, {}, workers=args.workers) for n in ("gwa", "gwb")]
     with GatewayLab(specs, clients=1, upstream=True, ipv6=False) as lab:
         for key in dict.fromkeys(args.scenarios):
             print(f"{SCENARIOS[key].title} ...", file=sys.stderr, flush=True)

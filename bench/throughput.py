@@ -78,6 +78,8 @@ PATHS = (
     "vswitch",
     "vswitch-carp",
     *SOCKET_PATHS,
+    "vswitch-w2",
+    "vswitch-carp-w2",
     "dataplane",
     "dataplane-plain",
     "dataplane-mq2",
@@ -213,16 +215,18 @@ def node_file(
     ports: list[dict[str, Any]],
     carp: bool,
     offload: bool | None = None,
+    workers: int = 0,
 ) -> dict[str, Any]:
     """The node file (as data): switch lan0 with a host address and `ports`; with `carp`, carp0
-    in balancing ip on it, alone and so MASTER; `offload` None keeps the node's default."""
+    in balancing ip on it, alone and so MASTER; `offload` None keeps the node's default;
+    `workers` forwarding processes (0: the node's own)."""
     lan0: dict[str, Any] = {"host": [f"{HOST}/24"], "ports": ports}
     if offload is not None:
         lan0["offload"] = offload
-    config: dict[str, Any] = {
-        "node": {"name": name, "control": control, "metrics": False, "log": "stderr"},
-        "switch": {"lan0": lan0},
-    }
+    node: dict[str, Any] = {"name": name, "control": control, "metrics": False, "log": "stderr"}
+    if workers:
+        node["workers"] = workers
+    config: dict[str, Any] = {"node": node, "switch": {"lan0": lan0}}
     if carp:
         config["carp"] = {
             "carp0": {
@@ -263,7 +267,8 @@ def build_node(lab: Lab, folder: str, name: str) -> Path:
     TAP port too (vswitch, vswitch-carp) or attached to a socket port (SOCKET_PATHS)."""
     a, b = clients(lab)
     sw = lab.netns("sw")
-    carp = name == "vswitch-carp"
+    carp = name.startswith("vswitch-carp")
+    workers = int(name.rsplit("-w", 1)[1]) if "-w" in name else 0
     control = os.path.join(folder, "node.sock")
     config = os.path.join(folder, "node.toml")
     log = os.path.join(folder, "node.log")
@@ -271,7 +276,9 @@ def build_node(lab: Lab, folder: str, name: str) -> Path:
     offload = True if name.endswith("-tso") else None
     with open(config, "w") as f:
         f.write(
-            tomlw.dumps(node_file("bench", control, [tap_port("tapa", a), port_b], carp, offload))
+            tomlw.dumps(
+                node_file("bench", control, [tap_port("tapa", a), port_b], carp, offload, workers)
+            )
         )
     env = {**os.environ, "PYTHONPATH": SOURCE_ROOT}
     proc = lab.spawn(sw, [sys.executable, "-m", "vswitch", "run", "-c", config], log=log, env=env)
@@ -507,7 +514,13 @@ def run_path(name: str, settings: Settings) -> tuple[dict[str, float], Any]:
                 path = build_bridge(lab)
             elif name == "vde":
                 path = build_vde(lab)
-            elif name in ("vswitch", "vswitch-carp", *SOCKET_PATHS):
+            elif name in (
+                "vswitch",
+                "vswitch-carp",
+                "vswitch-w2",
+                "vswitch-carp-w2",
+                *SOCKET_PATHS,
+            ):
                 path = build_node(lab, folder, name)
             elif name == "dataplane":
                 path = build_dataplane(lab, offload=True)

@@ -25,10 +25,11 @@ nothing. What can be checked, because each side is counted on its own:
 """
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from typing import NotRequired, TypedDict
 
-from vswitch.fwd import Port, Switch
-from vswitch.port import DevicePort
+from vswitch.fwd import Port, PortCounters, Switch
+from vswitch.port import DeviceCounters, DevicePort
 from vswitch.sockport import SocketPort
 from vswitch.status import PortStatus, SwitchStatus
 
@@ -68,10 +69,43 @@ class SwitchCounts(TypedDict):
     total: Counts  # the sum over `ports`
 
 
-def port_counts(fport: Port, dev: DevicePort, role: str | None) -> PortCounts:
-    """One port's accounting from its forwarding and device counters (dev polled already)."""
+@dataclass(slots=True)
+class Share:
+    """What the forwarding workers counted of one switch (vswitch/workers.py), summed."""
+
+    ports: dict[str, tuple[PortCounters, DeviceCounters]]
+    macs: frozenset[bytes]
+    table_full: int
+    bad_emits: int
+
+
+def add_port_counters(a: PortCounters, b: PortCounters) -> PortCounters:
+    return PortCounters(*(getattr(a, f.name) + getattr(b, f.name) for f in fields(PortCounters)))
+
+
+def add_device_counters(a: DeviceCounters, b: DeviceCounters) -> DeviceCounters:
+    out = DeviceCounters(
+        *(getattr(a, f.name) + getattr(b, f.name) for f in fields(DeviceCounters)[:-1])
+    )
+    for d in (a.tx_errors, b.tx_errors):
+        for code, n in d.items():
+            out.tx_errors[code] = out.tx_errors.get(code, 0) + n
+    return out
+
+
+def port_counts(
+    fport: Port,
+    dev: DevicePort,
+    role: str | None,
+    extra: tuple[PortCounters, DeviceCounters] | None = None,
+) -> PortCounts:
+    """One port's accounting from its forwarding and device counters (dev polled already),
+    plus what the workers counted of it (`extra`)."""
     c = fport.counters
     d = dev.dev
+    if extra is not None:
+        c = add_port_counters(c, extra[0])
+        d = add_device_counters(d, extra[1])
     tx = d.tx_drops()
     drops = {
         "rx_kernel": d.rx_kernel,
@@ -118,18 +152,29 @@ def total_counts(ports: Sequence[Counts]) -> Counts:
 
 
 def switch_counts(
-    fwd: Switch, offload: bool, devices: Mapping[str, DevicePort], roles: Mapping[str, str]
+    fwd: Switch,
+    offload: bool,
+    devices: Mapping[str, DevicePort],
+    roles: Mapping[str, str],
+    share: Share | None = None,
+    now: float = 0.0,
 ) -> SwitchCounts:
-    """A switch's accounting: its ports' (devices polled already) and their sum."""
+    """A switch's accounting: its ports' (devices polled already) and their sum, with the
+    workers' `share` (then `macs` counts each MAC learned anywhere once)."""
+    extra = share.ports if share is not None else {}
     ports = {
-        name: port_counts(fwd.ports[name], dev, roles.get(name)) for name, dev in devices.items()
+        name: port_counts(fwd.ports[name], dev, roles.get(name), extra.get(name))
+        for name, dev in devices.items()
     }
+    macs = fwd.table_size
+    if share is not None:
+        macs = len(share.macs | {mac for mac, _, _ in fwd.entries(now)})
     return {
         "mode": fwd.mode,
         "offload": offload,
-        "macs": fwd.table_size,
-        "table_full": fwd.table_full,
-        "bad_emits": fwd.bad_emits,
+        "macs": macs,
+        "table_full": fwd.table_full + (share.table_full if share else 0),
+        "bad_emits": fwd.bad_emits + (share.bad_emits if share else 0),
         "ports": ports,
         "total": total_counts(list(ports.values())),
     }

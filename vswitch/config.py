@@ -54,6 +54,24 @@ class NodeSection(Model):
     control: SocketPath | None = None  # default: /run/vswitch/<name>.sock
     metrics: Metrics = DEFAULT_METRICS  # None: no metrics endpoint
     log: LogTarget = "stderr"
+    workers: Annotated[
+        int,
+        Field(
+            ge=0,
+            le=16,
+            description="processes that forward the TAP and raw ports, one per queue; "
+            "0: the node process forwards (vswitch/workers.py)",
+        ),
+    ] = 0
+    rt_priority: Annotated[
+        int | None,
+        Field(
+            ge=1,
+            le=99,
+            description="run the node process SCHED_RR at this priority, memory locked "
+            "(keepalived's vrrp_rt_priority; meant with workers >= 1)",
+        ),
+    ] = None
 
     @model_validator(mode="after")
     def _default_control(self) -> Self:
@@ -340,10 +358,24 @@ class NodeConfig(Model):
             *self._unique_addresses(),
             *self._unique_ifnames(),
             *self._unique_endpoints(),
+            *self._worker_ports(),
         ]
         if found:
             raise problems(found)
         return self
+
+    def _worker_ports(self) -> Iterator[tuple[Loc, str]]:
+        """Impairment runs where a port is read: in the node process, not in workers."""
+        if not self.node.workers:
+            return
+        for name, sw in self.switch.items():
+            for i, port in enumerate(sw.ports):
+                if port.impair is not None and port.type in ("tap", "raw"):
+                    yield (
+                        ("switch", name, "ports", i, "impair"),
+                        f"a {port.type} port is forwarded by the workers, which do not impair "
+                        "(remove impair, or set [node] workers = 0)",
+                    )
 
     def _derive_carpdevs(self) -> Iterator[tuple[Loc, str]]:
         """design.md §2: carpdev defaults to the switch whose host address shares a subnet."""
@@ -409,12 +441,18 @@ class NodeConfig(Model):
 
     def warnings(self) -> list[str]:
         """What is valid but probably not meant, as `path: message (fix)`."""
-        return [
+        found = [
             f"carp.{configerrors.key(name)}.pass: empty, so any host on the segment can take "
             'over the addresses (set pass = "SECRET" on every node)'
             for name, carp in self.carp.items()
             if not carp.passphrase
         ]
+        if self.node.rt_priority is not None and not self.node.workers:
+            found.append(
+                "node.rt_priority: the node process also forwards (workers = 0), so under load "
+                "it can keep the CPU from everything else (set workers = 1 or more)"
+            )
+        return found
 
     def _unique_vhids(self) -> Iterator[tuple[Loc, str]]:
         """§6.1: the kernel rejects a vhid already used by another carp interface on the parent."""

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from vswitch import netlink, raw, tap
-from vswitch.accounting import SwitchCounts, switch_counts, switch_status
+from vswitch.accounting import Share, SwitchCounts, switch_counts, switch_status
 from vswitch.fwd import DEFAULT_AGEING, Port, Switch
 from vswitch.netlink import LinkMonitor, LinkState
 from vswitch.port import READ_BATCH, DevicePort
@@ -131,6 +131,10 @@ class DataPlane:
         # called after every forwarding batch: the node's protocol clock gets its turn between
         # two batches, not only after every ready port's batch of a loop iteration
         self.between_batches: Callable[[], None] | None = None
+        # with forwarding workers (vswitch/workers.py): the device kinds they read, which this
+        # process then only writes; and what they counted, per switch, for `counters()`
+        self.delegated: frozenset[str] = frozenset()
+        self.shares: Callable[[str], Share | None] | None = None
         self.closed = False
         self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
@@ -199,7 +203,7 @@ class DataPlane:
             rt.pairs = (*rt.pairs, (fport, dev))
             dev.on_link = functools.partial(self._link_changed, rt, name)
             rt.fwd.set_link(name, dev.link_up)
-            for fd in dev.fds:
+            for fd in self._read_fds(dev):
                 self.loop.add_reader(fd, self._readable, rt, fport, dev, fd)
             if isinstance(dev, SocketPort):
                 dev.io = SocketIO(self, rt, name, fport, dev)
@@ -208,6 +212,9 @@ class DataPlane:
         except BaseException:
             self._detach(rt, name, dev)
             raise
+
+    def _read_fds(self, dev: DevicePort) -> tuple[int, ...]:
+        return () if dev.kind in self.delegated else dev.fds
 
     def remove_port(self, switch: str, name: str) -> None:
         rt = self.switches[switch]
@@ -296,6 +303,17 @@ class DataPlane:
             self._flush(rt)
         return None if queued else errno.ENETDOWN
 
+    def write(self, switch: str, port: str, frame: bytes) -> None:
+        """Write a frame a forwarding worker switched to `port` (one this process serves)."""
+        rt = self.switches.get(switch)
+        dev = rt.devices.get(port) if rt is not None else None
+        if rt is None or dev is None:
+            return  # the port went away meanwhile
+        result = dev.write_batch((frame,))
+        c = rt.fwd.ports[port].counters
+        c.tx_packets += result.packets
+        c.tx_bytes += result.bytes - result.packets * rt.fwd.vnet_hdr
+
     # -- link state ----------------------------------------------------------------------------
 
     def _follow(self, rt: SwitchRuntime, name: str, dev: DevicePort) -> None:
@@ -359,7 +377,7 @@ class DataPlane:
         fport = rt.fwd.ports.get(name)
         if dev is None or fport is None or dev.closed or dev.failed is not None:
             return
-        for fd in dev.fds:
+        for fd in self._read_fds(dev):
             self.loop.remove_reader(fd)
             self._readable(rt, fport, dev, fd)
             if dev.failed is not None:
@@ -400,7 +418,8 @@ class DataPlane:
         out: dict[str, SwitchCounts] = {}
         for name, rt in self.switches.items():
             rt.fwd.expire(now)
-            out[name] = switch_counts(rt.fwd, rt.offload, rt.devices, rt.roles)
+            share = self.shares(name) if self.shares is not None else None
+            out[name] = switch_counts(rt.fwd, rt.offload, rt.devices, rt.roles, share, now)
         return out
 
     def switch_status(self) -> list[SwitchStatus]:

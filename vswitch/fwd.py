@@ -181,6 +181,11 @@ class Switch:
     def special_macs(self) -> frozenset[bytes]:
         return self._special
 
+    @property
+    def special_owners(self) -> dict[bytes, str]:
+        """The `owners` of set_special_macs, by port name."""
+        return {mac: port.name for mac, port in self._owners.items()}
+
     def set_special_macs(
         self, macs: Iterable[bytes], *, owners: Mapping[bytes, str] | None = None
     ) -> None:

@@ -57,6 +57,8 @@ from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
 from vswitch.system import Clock, LoopClock, System, Timer
 from vswitch.watch import Watch
+from vswitch.workerproto import Layout, State
+from vswitch.workers import DELEGATED, WorkerPool, layouts
 
 log = logging.getLogger("vswitch.node")
 
@@ -106,6 +108,7 @@ class Node:
         self._timer: Timer | None = None
         self._timer_deadline: float | None = None
         self._closed = False
+        self.workers: WorkerPool | None = None  # forwarding workers (vswitch/workers.py)
 
     def core(self) -> CarpHost:
         """The started node's CarpHost."""
@@ -123,6 +126,8 @@ class Node:
             raise
 
     def _build(self) -> None:
+        if self.config.node.workers:
+            self.dataplane.delegated = DELEGATED  # read by the workers, from their queues
         self.devices.set_namespace_sysctls()
         for name, sw in self.config.switch.items():
             self.carpdevs[name] = self.devices.build_switch(name, sw)
@@ -153,6 +158,12 @@ class Node:
             self.switch_link[name] = self._link_of(name)
             if not self.switch_link[name]:
                 actions += self.host.set_carpdev_link(now, name, False)
+        if self.config.node.workers:
+            self.workers = WorkerPool(
+                self.dataplane.loop, self.config.node.workers, self._from_worker
+            )
+            self.dataplane.shares = self.workers.share
+            self.workers.start(self._layouts())
         self.apply(now, actions)
 
     def _run(self, now: float, actions: list[Action]) -> Sequence[Emit]:
@@ -272,6 +283,50 @@ class Node:
                     owners[own] = name
             if fwd.special_macs != macs:
                 fwd.set_special_macs(macs, owners=owners)
+        if self.workers is not None:
+            self.workers.publish(self._state())
+
+    # -- forwarding workers ----------------------------------------------------------------------
+
+    def _state(self) -> State:
+        assert self.datapath is not None
+        switches = self.dataplane.switches
+        return State(
+            self.datapath.decisions(),
+            {n: (rt.fwd.special_macs, rt.fwd.special_owners) for n, rt in switches.items()},
+            {n: {p: fp.link_up for p, fp in rt.fwd.ports.items()} for n, rt in switches.items()},
+        )
+
+    def _layouts(self) -> list[Layout]:
+        n = self.config.node.workers
+        return layouts(self.dataplane, n, set(self.devices.carp_taps), self._state())
+
+    def relayout(self) -> None:
+        """After the ports changed: the workers serve the new set (started anew if needed)."""
+        if self.workers is not None:
+            self.workers.relayout(self._layouts())
+
+    def _from_worker(self, message: tuple[object, ...]) -> None:
+        """What a worker hands over: advertisements for the protocol, ARP frames for the
+        neighbour cache, frames for the socket ports this process serves."""
+        now = self.clock()
+        try:
+            kind = message[0]
+            if kind == "advert":
+                _, carpdev, packet = message
+                assert isinstance(carpdev, str) and isinstance(packet, bytes)
+                for out, emitted in self._run(now, self.core().receive(now, carpdev, packet)):
+                    self.dataplane.send(carpdev, emitted, out)
+            elif kind == "arp":
+                assert isinstance(message[1], bytes)
+                self.neigh.snoop(now, message[1])
+            elif kind == "out":
+                _, switch, name, frame = message
+                assert isinstance(switch, str) and isinstance(name, str)
+                assert isinstance(frame, bytes)
+                self.dataplane.write(switch, name, frame)
+        except Exception as exc:
+            self._failed(f"worker message {message[0]!r}", exc)
 
     # -- timer and links -----------------------------------------------------------------------
 
@@ -331,6 +386,7 @@ class Node:
     def _on_port_link(self, switch: str, port: str, up: bool) -> None:
         if self.host is None:
             return
+        self.relayout()  # a port's link, or a vde client come or gone
         now = self.clock()
         link = self._link_of(switch)
         if self.switch_link.get(switch) != link:
@@ -348,7 +404,10 @@ class Node:
         """Apply a new, already valid configuration; unchanged carp interfaces keep their state.
         Returns what changed; what needs a restart is said so and left as it is. All or
         nothing: when a part cannot be applied, ConfigError names it and nothing changed."""
-        return reconfig.reload(self, config)
+        try:
+            return reconfig.reload(self, config)
+        finally:
+            self.relayout()
 
     # -- shutdown ------------------------------------------------------------------------------
 
@@ -368,6 +427,7 @@ class Node:
             self._timer.cancel()
             self._timer = None
         steps = (
+            ("stop the forwarding workers", self.workers.close if self.workers else lambda: None),
             ("stop the captures and delay lines", self.watch.close),
             ("close the data plane", self.dataplane.close),
             ("close the carp TAPs", self.devices.close_carp_taps),

@@ -13,6 +13,7 @@ from vswitch.events import EventBus
 from vswitch.hooks import HookRunner, HookSpec
 from vswitch.impair import parse_words
 from vswitch.node import Node
+from vswitch.realtime import scheduling
 from vswitch.status import (
     STATUS_FORMAT,
     CarpIfStatus,
@@ -76,7 +77,13 @@ class NodeController:
             },
         }
         if node.datapath is not None:
-            status["datapath"] = node.datapath.stats.as_dict()
+            stats = node.datapath.stats
+            w = node.workers
+            status["datapath"] = w.datapath_stats(stats) if w is not None else stats.as_dict()
+        if node.workers is not None:
+            status["workers"] = node.workers.status()
+        if node.config.node.rt_priority is not None:
+            status["scheduling"] = scheduling()
         status["ip_drops"] = host.stats.ip_drops.as_dict()
         node.watch.annotate(status["switches"])  # each impaired port's `impair`
         status["channels"] = self._channels()
@@ -225,6 +232,7 @@ class NodeController:
         ValueError (ImpairError) names the word or the unknown switch or port; nothing changed
         then. It lasts until a reload changes that port's `impair` in the file, or a restart."""
         change = parse_words(words)
+        self._not_delegated("impair", switch, [port])
         config = self.node.watch.impair(switch, port, change)
         return {
             "switch": switch,
@@ -239,7 +247,23 @@ class NodeController:
     ) -> CaptureSession:
         """`vswitch capture`: a capture of those ports (none: all); ValueError for an unknown
         switch or port."""
+        self._not_delegated("capture", switch, ports)
         return self.node.watch.capture(switch, ports, snaplen=snaplen, count=count)
+
+    def _not_delegated(self, what: str, switch: str, ports: Sequence[str]) -> None:
+        """Impairment and capture happen where a port is read: not in the forwarding workers."""
+        dp = self.node.dataplane
+        rt = dp.switches.get(switch)
+        if rt is None or not dp.delegated:
+            return  # nothing delegated; an unknown switch is named by the watch
+        for name in ports or list(rt.devices):
+            dev = rt.devices.get(name)
+            if dev is not None and dev.kind in dp.delegated:
+                raise ValueError(
+                    f"{what}: port {name} of switch {switch} is forwarded by the workers "
+                    f"([node] workers = {self.node.config.node.workers}), which cannot {what} "
+                    "(set workers = 0 in the node file and restart)"
+                )
 
     def explain(self, carpif: str | None) -> dict[str, Any]:
         """`vswitch explain [carpN]`: carp/explain.py's data and its text (the client does not

@@ -35,6 +35,10 @@ PACKET_MR_PROMISC = 1
 PACKET_VNET_HDR = 15
 PACKET_IGNORE_OUTGOING = 23
 PACKET_OUTGOING = 4
+PACKET_FANOUT = 18
+PACKET_FANOUT_HASH = 0
+PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
+MAX_QUEUES = 16  # as TapPort
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
@@ -112,6 +116,58 @@ def plain_frames(frames: list[bytes], max_plain: int, dev: DeviceCounters) -> li
     return out
 
 
+def read_socket_batch(
+    sock: socket.socket,
+    dev: DeviceCounters,
+    limit: int,
+    skips_outgoing: bool,
+    vnet_hdr: int,
+    max_plain: int,
+) -> list[bytes]:
+    """Up to `limit` frames (or READ_BYTES) of a raw port's socket, in the switch's format."""
+    frames: list[bytes] = []
+    append = frames.append
+    size = MAX_FRAME + VNET_HDR_LEN
+    budget = READ_BYTES  # GSO frames: a batch of bytes, not of 64 frames (port.py)
+    try:
+        if skips_outgoing:
+            recv = sock.recv
+            for _ in range(limit):
+                data = recv(size)
+                append(data)
+                budget -= len(data)
+                if budget <= 0:
+                    break
+        else:
+            recvfrom = sock.recvfrom
+            for _ in range(limit):
+                data, addr = recvfrom(size)
+                if addr[2] != PACKET_OUTGOING:
+                    append(data)
+                    budget -= len(data)
+                    if budget <= 0:
+                        break
+    except BlockingIOError:
+        pass
+    except OSError:
+        # e.g. ENETDOWN once when the interface goes away; the link monitor tells the rest
+        dev.rx_errors += 1
+    if not vnet_hdr and frames:
+        return plain_frames(frames, max_plain, dev)
+    return frames
+
+
+def join_fanout(sock: socket.socket, group: int) -> int:
+    """Put `sock` into PACKET_FANOUT group `group` (by flow hash); group 0: a new group with a
+    unique id (PACKET_FANOUT_FLAG_UNIQUEID, Linux 4.2), returned for the other sockets."""
+    mode = PACKET_FANOUT_HASH | (0 if group else PACKET_FANOUT_FLAG_UNIQUEID)
+    sock.setsockopt(SOL_PACKET, PACKET_FANOUT, group | mode << 16)
+    if group:
+        return group
+    (value,) = struct.unpack("=I", sock.getsockopt(SOL_PACKET, PACKET_FANOUT, 4))
+    return int(value) & 0xFFFF
+
+
 def vnet_hdr_supported() -> bool:
     """Whether AF_PACKET accepts PACKET_VNET_HDR here (an unbound socket: sees no traffic)."""
     try:
@@ -135,23 +191,54 @@ class RawPort(DevicePort):
         mtu: int = 1500,
         promisc: bool = True,
         ignore_outgoing: bool = True,
+        queues: int = 1,
     ) -> None:
-        """`ignore_outgoing=False` forces the recvfrom() filter where the kernel could skip."""
+        """`ignore_outgoing=False` forces the recvfrom() filter where the kernel could skip.
+        `queues` > 1: that many sockets in one PACKET_FANOUT group (by flow hash), one per
+        forwarding worker (vswitch/worker.py); the first also sends for the node."""
         if vnet_hdr not in (0, VNET_HDR_LEN):
             raise ValueError(f"a raw port's vnet_hdr is 0 or {VNET_HDR_LEN}, not {vnet_hdr}")
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}, not {queues}")
         super().__init__(ifname, netns, vnet_hdr)
         self.mtu = mtu
         self.max_plain = mtu + 18  # largest frame a switch without offload passes on
         state = netlink.link_state(ifname, netns)
         if state is None:
             raise LookupError(f"raw port: no interface {ifname} in netns {netns or '(own)'}")
+        self.kernel_skips_outgoing = False
+        self._socks: dict[int, socket.socket] = {}
+        try:
+            fanout = 0
+            for i in range(queues):
+                sock = self._open(ifname, netns, state.index, promisc, ignore_outgoing, i == 0)
+                self._socks[sock.fileno()] = sock
+                if queues > 1:
+                    fanout = join_fanout(sock, fanout)
+        except BaseException:
+            for sock in self._socks.values():
+                sock.close()
+            raise
+        self._sock = next(iter(self._socks.values()))
+        self._fds = tuple(self._socks)
+        self._sender = self._sock.send if vnet_hdr else self._send_plain
+        self.link_up = self.link_from(state)
+
+    def _open(
+        self,
+        ifname: str,
+        netns: str | None,
+        index: int,
+        promisc: bool,
+        ignore_outgoing: bool,
+        first: bool,
+    ) -> socket.socket:
         # protocol 0 until bound: the socket sees nothing from other interfaces meanwhile
         with netlink.in_netns(netns):
             sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
         try:
             sock.setsockopt(SOL_PACKET, PACKET_VNET_HDR, 1)
-            self.kernel_skips_outgoing = False
-            if ignore_outgoing:
+            if ignore_outgoing and (first or self.kernel_skips_outgoing):
                 try:
                     sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
                     self.kernel_skips_outgoing = True
@@ -166,56 +253,31 @@ class RawPort(DevicePort):
                 except OSError:
                     sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
             if promisc:
-                mreq = struct.pack("iHH8s", state.index, PACKET_MR_PROMISC, 0, b"")
+                mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
             sock.bind((ifname, ETH_P_ALL))
             sock.setblocking(False)
         except BaseException:
             sock.close()
             raise
-        self._sock = sock
-        self._fd = sock.fileno()
-        self._sender = sock.send if vnet_hdr else self._send_plain
-        self.link_up = self.link_from(state)
+        return sock
 
     @property
     def fds(self) -> tuple[int, ...]:
-        return (self._fd,)
+        return self._fds
 
     def fileno(self) -> int:
-        return self._fd
+        return self._fds[0]
 
     def read_batch(self, fd: int, limit: int = READ_BATCH) -> list[bytes]:
-        frames: list[bytes] = []
-        append = frames.append
-        size = MAX_FRAME + VNET_HDR_LEN
-        budget = READ_BYTES  # GSO frames: a batch of bytes, not of 64 frames (port.py)
-        try:
-            if self.kernel_skips_outgoing:
-                recv = self._sock.recv
-                for _ in range(limit):
-                    data = recv(size)
-                    append(data)
-                    budget -= len(data)
-                    if budget <= 0:
-                        break
-            else:
-                recvfrom = self._sock.recvfrom
-                for _ in range(limit):
-                    data, addr = recvfrom(size)
-                    if addr[2] != PACKET_OUTGOING:
-                        append(data)
-                        budget -= len(data)
-                        if budget <= 0:
-                            break
-        except BlockingIOError:
-            pass
-        except OSError:
-            # e.g. ENETDOWN once when the interface goes away; the link monitor tells the rest
-            self.dev.rx_errors += 1
-        if not self.vnet_hdr and frames:
-            return plain_frames(frames, self.max_plain, self.dev)
-        return frames
+        return read_socket_batch(
+            self._socks[fd],
+            self.dev,
+            limit,
+            self.kernel_skips_outgoing,
+            self.vnet_hdr,
+            self.max_plain,
+        )
 
     def _send_plain(self, frame: bytes) -> int:
         # the socket always expects a header: a zero one asks for no offload
@@ -228,12 +290,14 @@ class RawPort(DevicePort):
         if self.closed:
             return
         # counters are a side channel; the read path reports a broken socket
-        with contextlib.suppress(OSError):
-            read_packet_statistics(self._sock, self.dev)
+        for sock in self._socks.values():
+            with contextlib.suppress(OSError):
+                read_packet_statistics(sock, self.dev)
 
     def close(self) -> None:
         if self.closed:
             return
         self.closed = True
         self._sender = self._not_open
-        self._sock.close()
+        for sock in self._socks.values():
+            sock.close()

@@ -32,6 +32,7 @@ from vswitch.metrics import MetricsServer
 from vswitch.node import Node
 from vswitch.nodectl import NodeController
 from vswitch.paths import default_socket
+from vswitch.realtime import set_realtime
 from vswitch.sdnotify import Notifier, status_text
 from vswitch.system import LinuxSystem, LoopClock
 
@@ -100,7 +101,7 @@ async def serve(
         node = Node(
             config,
             dataplane=DataPlane(loop),
-            system=LinuxSystem(),
+            system=LinuxSystem(queues=max(1, config.node.workers)),
             clock=LoopClock(loop),
             sink=sink,
         )
@@ -119,6 +120,12 @@ async def serve(
             controller.channels["metrics"] = metrics.stats
         cleanup.callback(node.close)
         node.start()
+        if config.node.rt_priority is not None:
+            try:  # after the workers started: they forward at normal priority
+                set_realtime(config.node.rt_priority)
+            except OSError as exc:
+                fix = "run as root, or with CAP_SYS_NICE and CAP_IPC_LOCK; or remove rt_priority"
+                raise ConfigError([f"node.rt_priority: {exc.strerror or exc} ({fix})"]) from exc
         _publish_links(node, bus)
         hooks.start()
         await control.start()

@@ -106,6 +106,17 @@ class NodeCounters(TypedDict):
     apply_errors: int  # actions and listeners that raised (a log sink, a hook submitter)
 
 
+class WorkersStatus(TypedDict):
+    """The forwarding workers (`[node] workers`; vswitch/workers.py)."""
+
+    count: int
+    pids: list[int]
+    ready: int  # workers of the running set that have started serving
+    restarts: int  # workers that died and were started again
+    lost_messages: int  # messages from workers that could not be read
+    errors: dict[str, int]  # hook failures and messages a full channel lost, by kind
+
+
 class NodeStatus(TypedDict):
     format: int  # STATUS_FORMAT
     node: str
@@ -121,6 +132,8 @@ class NodeStatus(TypedDict):
     datapath: NotRequired[dict[str, int]]  # carp.datapath.DataPathStats: per-frame carp rules
     ip_drops: NotRequired[dict[str, int]]  # carp.stats.IpDropStats: dropped before carp input
     channels: NotRequired[dict[str, dict[str, int]]]  # side channels: log, control, metrics...
+    workers: NotRequired[WorkersStatus]
+    scheduling: NotRequired[dict[str, object]]  # with rt_priority: the policy and priority
 
 
 def carpnodes(status: NodeStatus) -> Iterator[tuple[CarpIfStatus, CarpNodeStatus]]:

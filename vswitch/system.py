@@ -107,9 +107,11 @@ class PortType(Generic[M]):
     `check(port, system)` runs first and names what can be named before anything is opened:
     it raises PortRefused with the model's field and the fix (the node reports it as
     `switch.S.ports[i].<field>: message (fix)`); it may ask `system` (interface_exists), so the
-    unit tests' fake System runs the same checks through `check_port`. `open(port, vnet_hdr)`
-    then returns the configured device or raises OSError (`vnet_hdr`: 0, or the switch's
-    virtio-net header length when it uses offload; a device that cannot carry it raises).
+    unit tests' fake System runs the same checks through `check_port`. `open(port, vnet_hdr,
+    queues)` then returns the configured device or raises OSError (`vnet_hdr`: 0, or the switch's
+    virtio-net header length when it uses offload; a device that cannot carry it raises; `queues`:
+    the node's forwarding workers, each reading its own queue of a TAP or raw port, ignored by
+    the socket ports the node process serves itself).
     `interface(port)` names the kernel interface the device is made as or attached to (None:
     it is none). The node does the rest for every type alike (vswitch/build.py): while the
     device stays in the node's namespace that interface gets the switch-port sysctls, put back
@@ -120,7 +122,7 @@ class PortType(Generic[M]):
     A new type is its model in config.py's PORT_TYPES, a DevicePort subclass and its line in
     PORT_OPENERS, as vxlan: `VxlanPortConfig`, `VxlanPort`, `PortType(open_vxlan_port)`."""
 
-    open: Callable[[M, int], DevicePort]
+    open: Callable[[M, int, int], DevicePort]
     check: Callable[[M, System], None] = no_check
     interface: Callable[[M], str | None] = no_interface
 
@@ -129,9 +131,9 @@ def tap_ifname(port: TapPortConfig) -> str:
     return port.ifname or port.name
 
 
-def open_tap_port(port: TapPortConfig, vnet_hdr: int) -> DevicePort:
+def open_tap_port(port: TapPortConfig, vnet_hdr: int, queues: int) -> DevicePort:
     mac = parse_mac(port.mac) if port.mac else None
-    return TapPort(tap_ifname(port), vnet_hdr=vnet_hdr, mac=mac, netns=port.netns)
+    return TapPort(tap_ifname(port), vnet_hdr=vnet_hdr, mac=mac, netns=port.netns, queues=queues)
 
 
 def require_netns_file(port: TapPortConfig, system: System) -> None:
@@ -156,7 +158,7 @@ def require_accounts(port: StreamPortConfig | VdePortConfig, system: System) -> 
             raise PortRefused(key, missing, f"create it or fix {key}") from None
 
 
-def open_stream_port(port: StreamPortConfig, vnet_hdr: int) -> DevicePort:
+def open_stream_port(port: StreamPortConfig, vnet_hdr: int, queues: int) -> DevicePort:
     return StreamPort(
         port.name,
         port.path,
@@ -167,7 +169,7 @@ def open_stream_port(port: StreamPortConfig, vnet_hdr: int) -> DevicePort:
     )
 
 
-def open_vde_port(port: VdePortConfig, vnet_hdr: int) -> DevicePort:
+def open_vde_port(port: VdePortConfig, vnet_hdr: int, queues: int) -> DevicePort:
     return VdePort(
         port.name,
         port.path,
@@ -178,7 +180,7 @@ def open_vde_port(port: VdePortConfig, vnet_hdr: int) -> DevicePort:
     )
 
 
-def open_vxlan_port(port: VxlanPortConfig, vnet_hdr: int) -> DevicePort:
+def open_vxlan_port(port: VxlanPortConfig, vnet_hdr: int, queues: int) -> DevicePort:
     return VxlanPort(
         port.name,
         vni=port.vni,
@@ -199,8 +201,8 @@ def raw_ifname(port: RawPortConfig) -> str:
     return port.ifname
 
 
-def open_raw_port(port: RawPortConfig, vnet_hdr: int) -> DevicePort:
-    return RawPort(port.ifname, vnet_hdr=vnet_hdr)
+def open_raw_port(port: RawPortConfig, vnet_hdr: int, queues: int) -> DevicePort:
+    return RawPort(port.ifname, vnet_hdr=vnet_hdr, queues=queues)
 
 
 # One entry per model of vswitch/config.py PORT_TYPES: model class -> how to open its device.
@@ -229,7 +231,11 @@ def check_port(port: Model, system: System) -> None:
 
 
 class LinuxSystem:
-    """System on this process's network namespace."""
+    """System on this process's network namespace. `queues`: how many queues every TAP and raw
+    port gets, one per forwarding worker (1 without workers)."""
+
+    def __init__(self, queues: int = 1) -> None:
+        self.queues = queues
 
     def set_sysctl(self, name: str, value: int | str) -> None:
         netlink.set_sysctl(name, value)
@@ -243,10 +249,10 @@ class LinuxSystem:
     def open_port(self, port: Model, *, vnet_hdr: int) -> DevicePort:
         entry = port_type(port)
         entry.check(port, self)
-        return entry.open(port, vnet_hdr)
+        return entry.open(port, vnet_hdr, self.queues)
 
     def open_tap(self, ifname: str, *, vnet_hdr: int, mac: bytes) -> DevicePort:
-        return TapPort(ifname, vnet_hdr=vnet_hdr, mac=mac, up=False)
+        return TapPort(ifname, vnet_hdr=vnet_hdr, mac=mac, up=False, queues=self.queues)
 
     def add_address(self, ifname: str, cidr: str, *, noprefixroute: bool = False) -> None:
         netlink.add_address(ifname, cidr, nodad=True, noprefixroute=noprefixroute)

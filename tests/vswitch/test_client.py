@@ -93,6 +93,8 @@ def test_a_nodes_status_says_its_format() -> None:
         counters={"adverts_unresolved": 0, "apply_errors": 0},
         datapath=None,
         watch=SimpleNamespace(annotate=lambda switches: None, stats=dict),  # nothing impaired
+        workers=None,
+        config=SimpleNamespace(node=SimpleNamespace(workers=0, rt_priority=None)),
     )
     status = NodeController(cast(Node, node), EventBus("gw-a")).status()
     assert next(iter(status)) == "format"
@@ -112,6 +114,8 @@ def controller_of(host: CarpHost, datapath: DataPath | None) -> NodeController:
         counters={"adverts_unresolved": 0, "apply_errors": 0},
         datapath=datapath,
         watch=SimpleNamespace(annotate=lambda switches: None, stats=dict),
+        workers=None,
+        config=SimpleNamespace(node=SimpleNamespace(workers=0, rt_priority=None)),
     )
     return NodeController(cast(Node, node), EventBus("gw-a"))
 

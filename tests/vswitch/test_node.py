@@ -908,14 +908,14 @@ def test_linux_system_opens_a_port_through_its_type_entry(monkeypatch: pytest.Mo
     def check(port: TapPortConfig, system: object) -> None:
         calls.append(("check", port.name, system))
 
-    def open_(port: TapPortConfig, vnet_hdr: int) -> DevicePort:
-        calls.append(("open", port.name, vnet_hdr))
+    def open_(port: TapPortConfig, vnet_hdr: int, queues: int) -> DevicePort:
+        calls.append(("open", port.name, (vnet_hdr, queues)))
         return fake._open("tap", port.name, None, True)
 
     monkeypatch.setattr(vswitch.system, "PORT_OPENERS", {TapPortConfig: PortType(open_, check)})
-    system = LinuxSystem()
+    system = LinuxSystem(queues=3)
     dev = system.open_port(TapPortConfig(name="vm7", type="tap"), vnet_hdr=10)
-    assert calls == [("check", "vm7", system), ("open", "vm7", 10)]
+    assert calls == [("check", "vm7", system), ("open", "vm7", (10, 3))]
     assert dev is fake.devices["vm7"]
     dev.close()
     calls.clear()

@@ -132,7 +132,7 @@ class SocketSystem(FakeSystem):
     def open_port(self, port: Any, *, vnet_hdr: int) -> DevicePort:
         if isinstance(port, StreamPortConfig | VdePortConfig | VxlanPortConfig):
             check_port(port, self)
-            return port_type(port).open(port, vnet_hdr)
+            return port_type(port).open(port, vnet_hdr, 1)
         return super().open_port(port, vnet_hdr=vnet_hdr)
 
 

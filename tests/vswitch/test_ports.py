@@ -329,13 +329,15 @@ def test_raw_port_polls_its_socket_and_survives_a_failure() -> None:
     port = RawPort.__new__(RawPort)  # the socket is a fake: no AF_PACKET, no privileges
     DevicePort.__init__(port, "eth9", None, 0)
     sock = FakeStatsSocket([struct.pack("=II", 5, 2), OSError(errno.EBADF, "closed")])
-    port._sock = sock  # type: ignore[assignment]
+    # a second socket of its fanout group (workers): its figures add up, its failure alone
+    other = FakeStatsSocket([struct.pack("=II", 7, 1), struct.pack("=II", 1, 0)])
+    port._socks = {3: sock, 4: other}  # type: ignore[dict-item]
     port.poll_kernel()
     port.poll_kernel()
-    assert (port.dev.kernel_packets, port.dev.rx_kernel) == (5, 2)
+    assert (port.dev.kernel_packets, port.dev.rx_kernel) == (13, 3)
     port.closed = True
     port.poll_kernel()  # closed: not asked
-    assert len(sock.calls) == 2
+    assert len(sock.calls) == 2 and len(other.calls) == 2
 
 
 def tap_without_device(ifname: str, netns: str | None = None) -> tap.TapPort:

@@ -58,6 +58,7 @@ class GatewaySpec:
     log: int = 6
     metrics: str | None = None  # "[node] metrics" address (in the node's namespace); None: off
     hooks: list[dict[str, Any]] = field(default_factory=list)  # [[hook]] tables
+    workers: int = 0  # "[node] workers": forwarding processes (0: the node's own)
 
 
 @dataclass
@@ -88,6 +89,7 @@ def node_config(spec: GatewaySpec, index: int, control: str, ipv6: bool) -> dict
             "control": control,
             "metrics": spec.metrics or False,
             "log": "stderr",
+            **({"workers": spec.workers} if spec.workers else {}),
         },
         "sysctl": {"preempt": spec.preempt, "log": spec.log},
         "switch": {"lan0": _raw_switch(lan_host, "lan"), "wan0": _raw_switch(wan_host, "wan")},

@@ -1,0 +1,330 @@
+"""The node's forwarding workers (`[node] workers = N`): spawned, fed and counted from here.
+
+With N workers every TAP (ports, host ports, carp TAPs) has N queues and every raw port N
+sockets in one PACKET_FANOUT group; worker i reads queue i of each (vswitch/worker.py). The node
+process reads none of them: it runs the protocol, the control socket and the socket ports, and
+writes to the TAPs and raw ports only what it sends itself (advertisements, ARP) or what its
+socket ports send on. So the protocol never waits behind a forwarding batch, and forwarding is
+spread over N processes by the kernel's flow hash.
+
+The pool publishes the node's `State` (carp decisions, special MACs, links) to every worker when
+it changes, and keeps what each worker last counted (`share`), which the data plane adds to
+its own counts. A change of the ports (reload, `vswitch port`, a vde client) starts a new set of
+workers with the new layout before the old set is stopped, so the queues are never unread. A
+worker that dies is started again (counted in `restarts`).
+"""
+
+import asyncio
+import logging
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from carp.datapath import DataPathStats
+from vswitch.accounting import Share, add_device_counters, add_port_counters
+from vswitch.dataplane import DataPlane
+from vswitch.raw import RawPort
+from vswitch.status import WorkersStatus
+from vswitch.tap import TapPort
+from vswitch.workerproto import (
+    MAX_MESSAGE,
+    Layout,
+    PortLayout,
+    State,
+    SwitchLayout,
+    WorkerCounts,
+    decode,
+    encode,
+)
+
+log = logging.getLogger("vswitch.workers")
+DELEGATED = frozenset(("tap", "raw"))  # the device kinds workers read
+STOP_TIMEOUT = 2.0  # seconds a stopped worker has before SIGKILL
+RESTART_DELAY = 0.2  # seconds before a worker that died is started again
+SO_SNDBUFFORCE = 32
+SO_RCVBUFFORCE = 33
+
+Handler = Callable[[tuple[object, ...]], None]
+
+
+def layouts(dp: DataPlane, count: int, carp_taps: set[str], state: State) -> list[Layout]:
+    """What worker 0..count-1 serves of the data plane's switches."""
+    out = []
+    for index in range(count):
+        switches = []
+        for name, rt in dp.switches.items():
+            ports = []
+            for pname, dev in rt.devices.items():
+                fport = rt.fwd.ports[pname]
+                served = dev.kind in DELEGATED
+                if served and len(dev.fds) != count:
+                    raise ValueError(f"port {pname}: {len(dev.fds)} queues for {count} workers")
+                ports.append(
+                    PortLayout(
+                        name=pname,
+                        kind=dev.kind if served else "relay",
+                        fd=dev.fds[index] if served else -1,
+                        kernel=fport.kernel,
+                        flood=fport.flood,
+                        monitor=fport.monitor,
+                        carp_tap=pname in carp_taps,
+                        role=rt.roles.get(pname),
+                        bufsize=dev.bufsize if isinstance(dev, TapPort) else 0,
+                        max_plain=dev.max_plain if isinstance(dev, RawPort) else 0,
+                        skips_outgoing=dev.kernel_skips_outgoing
+                        if isinstance(dev, RawPort)
+                        else True,
+                    )
+                )
+            switches.append(
+                SwitchLayout(name, rt.fwd.mode, rt.fwd.ageing, rt.offload, tuple(ports))
+            )
+        out.append(Layout(index, tuple(switches), state))
+    return out
+
+
+def _shape(layout: Layout) -> tuple[SwitchLayout, ...]:
+    return layout.switches
+
+
+@dataclass(eq=False)
+class Proc:
+    index: int
+    layout: Layout
+    proc: subprocess.Popen[bytes]
+    channel: socket.socket
+    ready: bool = False
+    stopping: bool = False
+    counts: WorkerCounts = field(default_factory=WorkerCounts)
+    pending: bytes | None = None  # the newest State that did not fit into the channel
+
+
+class WorkerPool:
+    def __init__(self, loop: asyncio.AbstractEventLoop, count: int, handler: Handler) -> None:
+        self.loop = loop
+        self.count = count
+        self.handler = handler
+        self.procs: list[Proc] = []
+        self.retired: list[Proc] = []  # stopped, not yet reaped
+        self.restarts = 0
+        self.lost = 0  # messages from workers that could not be read
+        self.closed = False
+        # what workers of earlier sets counted, kept so that totals never go back
+        self._past: WorkerCounts = WorkerCounts()
+        self._past_shares: dict[str, Share] = {}
+
+    # -- starting and stopping
+
+    def start(self, new: list[Layout]) -> None:
+        """Start a set of workers with these layouts; the running set, if any, is stopped once
+        the new one runs (its readers overlap for a moment, so no queue goes unread)."""
+        old = self.procs
+        self.procs = [self._spawn(layout) for layout in new]
+        for p in old:
+            self._retire(p)
+
+    def relayout(self, new: list[Layout]) -> None:
+        """After a change: new workers when the ports changed, else only the new state."""
+        if [_shape(p.layout) for p in self.procs] != [_shape(x) for x in new]:
+            self.start(new)
+        elif new:
+            self.publish(new[0].state)
+
+    def _spawn(self, layout: Layout) -> Proc:
+        parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        for sock in (parent, child):
+            for force, plain in (
+                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
+                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
+            ):
+                try:
+                    sock.setsockopt(socket.SOL_SOCKET, force, MAX_MESSAGE)
+                except OSError:
+                    sock.setsockopt(socket.SOL_SOCKET, plain, MAX_MESSAGE)
+        fds = [p.fd for sw in layout.switches for p in sw.ports if p.fd >= 0]
+        try:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "vswitch.worker", str(child.fileno())],
+                pass_fds=(child.fileno(), *fds),
+                stdin=subprocess.DEVNULL,
+            )
+        finally:
+            child.close()
+        parent.sendall(encode(layout))
+        parent.setblocking(False)
+        p = Proc(layout.index, layout, proc, parent)
+        self.loop.add_reader(parent.fileno(), self._readable, p)
+        return p
+
+    def _retire(self, p: Proc) -> None:
+        if p.stopping:
+            return
+        p.stopping = True
+        self._keep_counts(p)
+        self.loop.remove_reader(p.channel.fileno())
+        p.channel.close()  # EOF: the worker stops
+        self.retired.append(p)
+        self.loop.call_later(STOP_TIMEOUT, self._reap, p)
+
+    def _reap(self, p: Proc) -> None:
+        if p.proc.poll() is None:
+            p.proc.kill()
+        p.proc.wait()
+        if p in self.retired:
+            self.retired.remove(p)
+
+    def _keep_counts(self, p: Proc) -> None:
+        for name, share in _shares([p.counts]).items():
+            share.macs = frozenset()  # what it learned went with it
+            past = self._past_shares.get(name)
+            self._past_shares[name] = share if past is None else _add_share(past, share)
+        self._past.datapath = _add_stats(self._past.datapath, p.counts.datapath)
+        for k, v in p.counts.errors.items():
+            self._past.errors[k] = self._past.errors.get(k, 0) + v
+
+    def _died(self, p: Proc) -> None:
+        if self.closed or p.stopping:
+            return
+        self.restarts += 1
+        log.error("forwarding worker %d exited (%s); starting it again", p.index, p.proc.poll())
+        self._retire(p)
+
+        def again() -> None:
+            if not self.closed and p in self.procs:
+                self.procs[self.procs.index(p)] = self._spawn(p.layout)
+
+        self.loop.call_later(RESTART_DELAY, again)
+
+    def close(self) -> None:
+        """Stop every worker and wait for them: their copies of the fds keep the TAPs."""
+        if self.closed:
+            return
+        self.closed = True
+        for p in self.procs + self.retired:
+            if not p.stopping:
+                self.loop.remove_reader(p.channel.fileno())
+                p.channel.close()
+            if p.proc.poll() is None:
+                p.proc.terminate()
+        for p in self.procs + self.retired:
+            try:
+                p.proc.wait(STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                p.proc.kill()
+                p.proc.wait()
+        self.procs = []
+        self.retired = []
+
+    # -- messages
+
+    def publish(self, state: State) -> None:
+        data = encode(state)
+        for p in self.procs:
+            p.layout = Layout(p.layout.index, p.layout.switches, state)
+            p.pending = data
+            self._flush(p)
+
+    def _flush(self, p: Proc) -> None:
+        if p.pending is None or p.stopping:
+            return
+        try:
+            p.channel.send(p.pending)
+        except BlockingIOError:
+            self.loop.add_writer(p.channel.fileno(), self._flush_ready, p)
+            return
+        except OSError:
+            return  # the worker is gone: _readable sees it
+        p.pending = None
+
+    def _flush_ready(self, p: Proc) -> None:
+        self.loop.remove_writer(p.channel.fileno())
+        self._flush(p)
+
+    def _readable(self, p: Proc) -> None:
+        while not p.stopping:
+            try:
+                data = p.channel.recv(MAX_MESSAGE)
+            except BlockingIOError:
+                return
+            except OSError:
+                data = b""
+            if not data:
+                self._died(p)
+                return
+            try:
+                message = decode(data)
+            except Exception:
+                self.lost += 1
+                continue
+            if not isinstance(message, tuple) or not message:
+                self.lost += 1
+            elif message[0] == "counts" and isinstance(message[1], WorkerCounts):
+                p.counts = message[1]
+            elif message[0] == "ready":
+                p.ready = True
+            else:
+                self.handler(message)
+
+    # -- counts
+
+    def share(self, switch: str) -> Share | None:
+        shares = _shares([p.counts for p in self.procs])
+        now = shares.get(switch)
+        past = self._past_shares.get(switch)
+        if now is None or past is None:
+            return now or past
+        return _add_share(past, now)
+
+    def datapath_stats(self, own: DataPathStats) -> dict[str, int]:
+        """The node's own data path figures plus every worker's."""
+        total = _add_stats(own, self._past.datapath)
+        for p in self.procs:
+            total = _add_stats(total, p.counts.datapath)
+        return total.as_dict()
+
+    def status(self) -> WorkersStatus:
+        errors = dict(self._past.errors)
+        for p in self.procs:
+            for k, v in p.counts.errors.items():
+                errors[k] = errors.get(k, 0) + v
+        return {
+            "count": self.count,
+            "pids": [p.proc.pid for p in self.procs],
+            "ready": sum(p.ready for p in self.procs),
+            "restarts": self.restarts,
+            "lost_messages": self.lost,
+            "errors": errors,
+        }
+
+
+def _shares(counts: list[WorkerCounts]) -> dict[str, Share]:
+    out: dict[str, Share] = {}
+    for c in counts:
+        for name, ports in c.ports.items():
+            share = Share(
+                dict(ports),
+                c.macs.get(name, frozenset()),
+                c.table_full.get(name, 0),
+                c.bad_emits.get(name, 0),
+            )
+            out[name] = share if name not in out else _add_share(out[name], share)
+    return out
+
+
+def _add_share(a: Share, b: Share) -> Share:
+    ports = dict(a.ports)
+    for name, (pc, dc) in b.ports.items():
+        if name in ports:
+            ports[name] = (
+                add_port_counters(ports[name][0], pc),
+                add_device_counters(ports[name][1], dc),
+            )
+        else:
+            ports[name] = (pc, dc)
+    return Share(ports, a.macs | b.macs, a.table_full + b.table_full, a.bad_emits + b.bad_emits)
+
+
+def _add_stats(a: DataPathStats, b: DataPathStats) -> DataPathStats:
+    return DataPathStats(**{k: v + getattr(b, k) for k, v in a.as_dict().items()})
