@@ -1,0 +1,121 @@
+"""Forwarding workers (`[node] workers = 2`) end to end: the gateway pair with raw ports in a
+PACKET_FANOUT group and multiqueue carp TAPs, both nodes with two workers each.
+
+Checked: the pair elects and routes the clients through the master (carp decisions applied in
+the workers), the master's status counts the workers' frames, a port added at run time is
+served by a new set of workers, impairment is refused with the fix, and a `kill -9` of the
+master takes its workers (and so its TAPs and sockets) with it, so the backup takes over.
+"""
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from vswitch.lab.gateway import LAN_VIP, UPSTREAM, Gateway, GatewayLab, pair_specs
+from vswitch.netlink import link_index
+
+pytestmark = pytest.mark.netns
+
+ROOT = Path(__file__).resolve().parents[2]
+VSWITCH = [sys.executable, "-m", "vswitch"]
+SETTLE = 30.0  # generous bound for an election or a takeover (advbase 1: about 4 s)
+WORKERS = 2
+
+
+def vswitch(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*VSWITCH, *args], cwd=ROOT, capture_output=True, text=True, timeout=30)
+
+
+def status(gw: Gateway) -> dict[str, Any]:
+    result = vswitch("status", "--json", "-s", gw.socket_path)
+    assert result.returncode == 0, result.stderr
+    data: dict[str, Any] = json.loads(result.stdout)
+    return data
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # a zombie of ours is dead too
+    with open(f"/proc/{pid}/stat") as f:
+        return f.read().split(")")[-1].split()[0] != "Z"
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[GatewayLab]:
+    specs = pair_specs(ipv6=False)
+    for spec in specs:
+        spec.workers = WORKERS
+    with GatewayLab(specs, clients=1, ipv6=False) as lab:
+        for gw in lab.gateways:
+            lab.start(gw)
+        gwa, gwb = lab.gateways
+        lab.wait_for(lambda: lab.state(gwa) == "MASTER" and lab.state(gwb) == "BACKUP", SETTLE)
+        yield lab
+
+
+def test_the_pair_routes_through_workers_and_counts_their_frames(lab: GatewayLab) -> None:
+    gwa = lab.gateways[0]
+    assert lab.ping(1, LAN_VIP), "the client cannot reach the VIP"
+    assert lab.ping(1, UPSTREAM), "the client cannot reach upstream through the master"
+    st = status(gwa)
+    workers = st["workers"]
+    assert workers["count"] == WORKERS and len(workers["pids"]) == WORKERS
+    assert all(alive(pid) for pid in workers["pids"])
+
+    def counted() -> bool:
+        lan = next(s for s in status(gwa)["switches"] if s["name"] == "lan0")
+        port = next(p for p in lan["ports"] if p["name"] == "lan")
+        # the frames the workers switched: the ping's echo requests to the VIP at least
+        return int(port["forwarded"]) >= 1 and int(port["rx_packets"]) >= 1
+
+    lab.wait_for(counted, 10)
+    # frames for the carp MAC that the workers gave carp0, counted there and summed here
+    lab.wait_for(lambda: int(status(gwa)["datapath"]["delivered"]) >= 1, 10)
+
+
+def test_a_port_added_at_run_time_gets_new_workers(lab: GatewayLab) -> None:
+    gwa = lab.gateways[0]
+    before = status(gwa)["workers"]["pids"]
+    ns = lab.lab.netns("extra")
+    added = vswitch("port", "add", "lan0", "vm9", "type=tap", f"netns={ns}", "-s", gwa.socket_path)
+    assert added.returncode == 0, added.stderr
+    try:
+        lab.wait_for(lambda: link_index("vm9", ns) is not None, 10)
+
+        def new_set() -> bool:
+            w = status(gwa)["workers"]
+            return w["ready"] == WORKERS and not set(w["pids"]) & set(before)
+
+        lab.wait_for(new_set, 15)
+        lab.lab.addr(ns, "vm9", "192.0.2.99/24")
+        lab.lab.link(ns, "vm9", up=True)
+        assert lab.lab.ping(ns, LAN_VIP, deadline=10), "the new port does not reach the VIP"
+        lab.wait_for(lambda: not any(alive(pid) for pid in before), 10)
+    finally:
+        deleted = vswitch("port", "del", "lan0", "vm9", "-s", gwa.socket_path)
+        assert deleted.returncode == 0, deleted.stderr
+
+
+def test_impairment_is_refused_with_the_fix(lab: GatewayLab) -> None:
+    gwa = lab.gateways[0]
+    result = vswitch("impair", "-s", gwa.socket_path, "lan0", "lan", "loss", "10%")
+    assert result.returncode != 0
+    assert "forwarded by the workers" in result.stderr and "workers = 0" in result.stderr
+
+
+def test_kill_9_takes_the_workers_with_the_node(lab: GatewayLab) -> None:
+    gwa, gwb = lab.gateways
+    pids = status(gwa)["workers"]["pids"]
+    lab.kill(gwa)
+    lab.wait_for(lambda: not any(alive(pid) for pid in pids), 10)
+    lab.wait_for(lambda: lab.state(gwb) == "MASTER", SETTLE)
+    assert lab.ping(1, UPSTREAM), "the client cannot reach upstream through the backup"
