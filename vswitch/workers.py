@@ -164,6 +164,7 @@ class WorkerPool:
         p.stopping = True
         self._keep_counts(p)
         self.loop.remove_reader(p.channel.fileno())
+        self.loop.remove_writer(p.channel.fileno())  # a State may be waiting for room
         p.channel.close()  # EOF: the worker stops
         self.retired.append(p)
         self.loop.call_later(STOP_TIMEOUT, self._reap, p)
@@ -205,6 +206,7 @@ class WorkerPool:
         for p in self.procs + self.retired:
             if not p.stopping:
                 self.loop.remove_reader(p.channel.fileno())
+                self.loop.remove_writer(p.channel.fileno())
                 p.channel.close()
             if p.proc.poll() is None:
                 p.proc.terminate()
@@ -239,6 +241,8 @@ class WorkerPool:
         p.pending = None
 
     def _flush_ready(self, p: Proc) -> None:
+        if p.stopping:
+            return
         self.loop.remove_writer(p.channel.fileno())
         self._flush(p)
 
