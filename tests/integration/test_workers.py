@@ -1,10 +1,12 @@
 """Forwarding workers (`[node] workers = 2`) end to end: the gateway pair with raw ports in a
-PACKET_FANOUT group and multiqueue carp TAPs, both nodes with two workers each.
+PACKET_FANOUT group and multiqueue carp TAPs, both nodes with two workers each, gwa's node
+process with rt_priority.
 
 Checked: the pair elects and routes the clients through the master (carp decisions applied in
-the workers), the master's status counts the workers' frames, a port added at run time is
-served by a new set of workers, impairment is refused with the fix, and a `kill -9` of the
-master takes its workers (and so its TAPs and sockets) with it, so the backup takes over.
+the workers), the master's status counts the workers' frames and shows its scheduling, a port
+added at run time is served by a new set of workers, impairment is refused with the fix, and a
+`kill -9` of the master takes its workers (and so its TAPs and sockets) with it, so the backup
+takes over.
 """
 
 import json
@@ -26,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[2]
 VSWITCH = [sys.executable, "-m", "vswitch"]
 SETTLE = 30.0  # generous bound for an election or a takeover (advbase 1: about 4 s)
 WORKERS = 2
+RT_PRIORITY = 50
 
 
 def vswitch(*args: str) -> subprocess.CompletedProcess[str]:
@@ -54,6 +57,7 @@ def lab() -> Iterator[GatewayLab]:
     specs = pair_specs(ipv6=False)
     for spec in specs:
         spec.workers = WORKERS
+    specs[0].rt_priority = RT_PRIORITY
     with GatewayLab(specs, clients=1, ipv6=False) as lab:
         for gw in lab.gateways:
             lab.start(gw)
@@ -77,6 +81,9 @@ def test_the_pair_routes_through_workers_and_counts_their_frames(lab: GatewayLab
         # the frames the workers switched: the ping's echo requests to the VIP at least
         return int(port["forwarded"]) >= 1 and int(port["rx_packets"]) >= 1
 
+    # the protocol process real-time, its workers (SCHED_RESET_ON_FORK) at normal priority
+    assert st["scheduling"] == {"policy": "rr", "priority": RT_PRIORITY}
+    assert all(os.sched_getscheduler(pid) == os.SCHED_OTHER for pid in workers["pids"])
     lab.wait_for(counted, 10)
     # frames for the carp MAC that the workers gave carp0, counted there and summed here
     lab.wait_for(lambda: int(status(gwa)["datapath"]["delivered"]) >= 1, 10)

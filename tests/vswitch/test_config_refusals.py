@@ -126,3 +126,43 @@ def test_validation_stays_linear() -> None:
 def test_a_multicast_carppeer_is_a_group_carp_joins() -> None:
     config = loads_config(carp('"192.0.2.1/24"', 'carppeer = "239.1.1.1"\n'))
     assert str(config.carp["carp0"].carppeer) == "239.1.1.1"
+
+
+# -- [node] workers and rt_priority ----------------------------------------------------------------
+
+WORKERS = """
+[node]
+name = "gw-a"
+workers = {workers}
+{extra}
+[switch.lan0]
+host = ["192.0.2.2/24"]
+ports = [
+  {{ name = "vm1", type = "tap", impair = {{ loss = "10%" }} }},
+  {{ name = "vm2", type = "stream", path = "/run/vswitch/vm2.sock", impair = {{ loss = "5%" }} }},
+]
+"""
+
+
+def test_workers_refuse_an_impaired_tap_port_and_name_the_fix() -> None:
+    errors = errors_of(WORKERS.format(workers=2, extra=""))
+    # the TAP port is read by the workers; the stream port by the node process, which impairs
+    assert errors == [
+        "switch.lan0.ports[0].impair: a tap port is forwarded by the workers, which do not "
+        "impair (remove impair, or set [node] workers = 0)"
+    ]
+    assert loads_config(WORKERS.format(workers=0, extra="")).node.workers == 0
+
+
+@pytest.mark.parametrize(("key", "value"), [("workers", -1), ("workers", 17), ("rt_priority", 0)])
+def test_workers_and_rt_priority_have_ranges(key: str, value: int) -> None:
+    text = HEAD.replace('name = "gw-a"', f'name = "gw-a"\n{key} = {value}')
+    assert any(e.startswith(f"node.{key}: ") for e in errors_of(text))
+
+
+def test_rt_priority_without_workers_is_a_warning() -> None:
+    text = HEAD.replace('name = "gw-a"', 'name = "gw-a"\nrt_priority = 50')
+    warnings = loads_config(text).warnings()
+    assert any(w.startswith("node.rt_priority: ") and "workers = 1" in w for w in warnings)
+    with_workers = text.replace("rt_priority = 50", "rt_priority = 50\nworkers = 1")
+    assert not any("rt_priority" in w for w in loads_config(with_workers).warnings())

@@ -59,6 +59,7 @@ class GatewaySpec:
     metrics: str | None = None  # "[node] metrics" address (in the node's namespace); None: off
     hooks: list[dict[str, Any]] = field(default_factory=list)  # [[hook]] tables
     workers: int = 0  # "[node] workers": forwarding processes (0: the node's own)
+    rt_priority: int | None = None  # "[node] rt_priority": SCHED_RR for the node process
 
 
 @dataclass
@@ -90,6 +91,7 @@ def node_config(spec: GatewaySpec, index: int, control: str, ipv6: bool) -> dict
             "metrics": spec.metrics or False,
             "log": "stderr",
             **({"workers": spec.workers} if spec.workers else {}),
+            **({"rt_priority": spec.rt_priority} if spec.rt_priority else {}),
         },
         "sysctl": {"preempt": spec.preempt, "log": spec.log},
         "switch": {"lan0": _raw_switch(lan_host, "lan"), "wan0": _raw_switch(wan_host, "wan")},
