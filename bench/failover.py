@@ -582,6 +582,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=0, help="[node] workers of both vswitch nodes (0..16)"
     )
+    parser.add_argument(
+        "--rt-priority",
+        type=int,
+        default=None,
+        help="[node] rt_priority of both vswitch nodes (1..99; meant with --workers)",
+    )
     parser.add_argument("--plot", metavar="FILE", help="draw timelines into FILE (SVG)")
     parser.add_argument(
         "--quick", action="store_true", help="a short check: 2 kills per scenario, 10 s loads"
@@ -612,7 +618,12 @@ def main(argv: list[str] | None = None) -> int:
     pictures: list[timeline.Figure] = []
     if not 0 <= args.workers <= 16:
         parser.error("--workers must be 0..16")
-    specs = [GatewaySpec(n, {}, workers=args.workers) for n in ("gwa", "gwb")]
+    if args.rt_priority is not None and not 1 <= args.rt_priority <= 99:
+        parser.error("--rt-priority must be 1..99")
+    specs = [
+        GatewaySpec(n, {}, workers=args.workers, rt_priority=args.rt_priority)
+        for n in ("gwa", "gwb")
+    ]
     with GatewayLab(specs, clients=1, upstream=True, ipv6=False) as lab:
         for key in dict.fromkeys(args.scenarios):
             print(f"{SCENARIOS[key].title} ...", file=sys.stderr, flush=True)
@@ -648,6 +659,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": seed,
         "runs_per_scenario": runs_each,
         "probe_interval_s": args.interval,
+        "workers": args.workers,
+        "rt_priority": args.rt_priority,
         "seconds": round(time.monotonic() - started, 1),
         "summary": summary,
         "runs": {k: [asdict(r) for r in rs] for k, rs in runs.items()},
