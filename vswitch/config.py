@@ -452,6 +452,15 @@ class NodeConfig(Model):
                 "node.rt_priority: the node process also forwards (workers = 0), so under load "
                 "it can keep the CPU from everything else (set workers = 1 or more)"
             )
+        elif self.node.rt_priority is not None:
+            found += [
+                f"node.rt_priority: the node process forwards socket port {sw}.{p.name} "
+                "itself at that priority, so its traffic can keep the CPU from the workers "
+                "(attach it as a tap port, or remove rt_priority)"
+                for sw, c in self.switch.items()
+                for p in c.ports
+                if p.type not in ("tap", "raw")
+            ]
         return found
 
     def _unique_vhids(self) -> Iterator[tuple[Loc, str]]:

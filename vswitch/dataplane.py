@@ -135,6 +135,8 @@ class DataPlane:
         # process then only writes; and what they counted, per switch, for `counters()`
         self.delegated: frozenset[str] = frozenset()
         self.shares: Callable[[str], Share | None] | None = None
+        # called before a delegated device is closed (the workers must let go of it first)
+        self.before_close: Callable[[DevicePort], None] | None = None
         self.closed = False
         self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
@@ -232,6 +234,8 @@ class DataPlane:
             rt.roles.pop(name, None)
             rt.pairs = tuple(p for p in rt.pairs if p[1] is not dev)
             rt.fwd.remove_port(name)
+        if dev.kind in self.delegated and self.before_close is not None and not dev.closed:
+            self.before_close(dev)
         dev.close()
 
     # -- the hot path --------------------------------------------------------------------------
@@ -306,13 +310,12 @@ class DataPlane:
     def write(self, switch: str, port: str, frame: bytes) -> None:
         """Write a frame a forwarding worker switched to `port` (one this process serves)."""
         rt = self.switches.get(switch)
-        dev = rt.devices.get(port) if rt is not None else None
-        if rt is None or dev is None:
+        fport = rt.fwd.ports.get(port) if rt is not None else None
+        if rt is None or fport is None:
             return  # the port went away meanwhile
-        result = dev.write_batch((frame,))
-        c = rt.fwd.ports[port].counters
-        c.tx_packets += result.packets
-        c.tx_bytes += result.bytes - result.packets * rt.fwd.vnet_hdr
+        fport.outq.append(frame)
+        if rt not in self._busy:
+            self._flush(rt)  # impairment and capture of the port apply, as to its own frames
 
     # -- link state ----------------------------------------------------------------------------
 
@@ -359,6 +362,15 @@ class DataPlane:
                 if was_up and dev.link_up:
                     # events were lost: a down/up in between would have stopped the polling
                     self._rearm(rt, name)
+
+    def set_link(self, switch: str, name: str, up: bool) -> None:
+        """A port's link as another process follows it (a forwarding worker): the switch
+        floods to it or not, and on link-up its fds are polled afresh (`_rearm`)."""
+        rt = self.switches[switch]
+        if name in rt.fwd.ports:
+            rt.fwd.set_link(name, up)
+            if up:
+                self._rearm(rt, name)
 
     def _link_changed(self, rt: SwitchRuntime, name: str, up: bool) -> None:
         if name in rt.fwd.ports:

@@ -55,6 +55,7 @@ from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit, Port
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
+from vswitch.port import DevicePort
 from vswitch.system import Clock, LoopClock, System, Timer
 from vswitch.watch import Watch
 from vswitch.workerproto import Layout, State
@@ -163,6 +164,8 @@ class Node:
                 self.dataplane.loop, self.config.node.workers, self._from_worker
             )
             self.dataplane.shares = self.workers.share
+            self.dataplane.before_close = self._release
+            self.workers.after_batch = self._due
             self.workers.start(self._layouts())
         self.apply(now, actions)
 
@@ -298,13 +301,26 @@ class Node:
         )
 
     def _layouts(self) -> list[Layout]:
-        n = self.config.node.workers
+        # the running pool's count: a reload that changes [node] workers needs a restart
+        assert self.workers is not None
+        n = self.workers.count
         return layouts(self.dataplane, n, set(self.devices.carp_taps), self._state())
 
     def relayout(self) -> None:
-        """After the ports changed: the workers serve the new set (started anew if needed)."""
-        if self.workers is not None:
+        """After the ports changed: the workers serve the new set (started anew if needed).
+        A failure is logged and counted; the pool retries a worker that cannot start."""
+        if self.workers is None or self._closed:
+            return
+        try:
             self.workers.relayout(self._layouts())
+        except Exception as exc:
+            self._failed("forwarding workers", exc)
+
+    def _release(self, dev: DevicePort) -> None:
+        """A device the workers read is about to be closed: they let go of it first, or its TAP
+        would outlive the close and a new one of that name could not be made."""
+        if self.workers is not None:
+            self.workers.stop_all()
 
     def _from_worker(self, message: tuple[object, ...]) -> None:
         """What a worker hands over: advertisements for the protocol, ARP frames for the
@@ -386,19 +402,22 @@ class Node:
     def _on_port_link(self, switch: str, port: str, up: bool) -> None:
         if self.host is None:
             return
-        self.relayout()  # a port's link, or a vde client come or gone
         now = self.clock()
         link = self._link_of(switch)
         if self.switch_link.get(switch) != link:
             self.switch_link[switch] = link
             self.apply(now, self.host.set_carpdev_link(now, switch, link))
+        self.relayout()  # a port's link, or a vde client come or gone
 
     # -- runtime changes (vswitch/reconfig.py) ------------------------------------------------
 
     def ifconfig(self, carpif: str, change: IfconfigChange) -> None:
         """`vswitch ifconfig carpN ...`: parameters first (SIOCSVH), then up/down and state.
         ValueError says why a change cannot be applied; nothing changed then."""
-        reconfig.ifconfig(self, carpif, change)
+        try:
+            reconfig.ifconfig(self, carpif, change)
+        finally:
+            self.relayout()  # a carp TAP made anew (new addresses) gets workers again
 
     def reload(self, config: NodeConfig) -> list[str]:
         """Apply a new, already valid configuration; unchanged carp interfaces keep their state.

@@ -15,6 +15,7 @@ once) and when the pair closes.
 """
 
 import asyncio
+import collections
 import ctypes
 import errno
 import functools
@@ -49,6 +50,7 @@ from vswitch.workerproto import (
 
 log = logging.getLogger("vswitch.worker")
 PR_SET_PDEATHSIG = 1
+ADVERT_BACKLOG = 256  # advertisements kept while the channel to the node is full
 
 
 class QueuePort(DevicePort):
@@ -142,17 +144,44 @@ class Worker:
         self.datapath = DataPath(RelayHost(self))  # type: ignore[arg-type]
         self.counts = WorkerCounts()
         self.done: asyncio.Future[None] = loop.create_future()
+        self._buffer = bytearray(MAX_MESSAGE)
+        # advertisements the full channel could not take, sent when it can (never dropped for
+        # relayed frames or ARP: a lost advertisement can make a BACKUP take over)
+        self._adverts: collections.deque[bytes] = collections.deque(maxlen=ADVERT_BACKLOG)
 
-    def send(self, message: object) -> bool:
+    def send(self, message: tuple[object, ...]) -> bool:
+        data = encode(message)
+        if self._adverts and message[0] == "advert":
+            self._adverts.append(data)  # in order, after those waiting
+            return True
         try:
-            self.channel.send(encode(message))
+            self.channel.send(data)
         except BlockingIOError:
-            self._error("channel full")
+            if message[0] == "advert":
+                if not self._adverts:
+                    self.loop.add_writer(self.channel.fileno(), self._send_adverts)
+                self._adverts.append(data)
+                return True
+            self._error(f"channel full: {message[0]}")
             return False
-        except OSError:
-            self.stop()
+        except (BrokenPipeError, ConnectionResetError):
+            self.stop()  # the node is gone
+            return False
+        except OSError as exc:
+            self._error(f"send {message[0]}: {exc.strerror or exc}")
             return False
         return True
+
+    def _send_adverts(self) -> None:
+        while self._adverts:
+            try:
+                self.channel.send(self._adverts[0])
+            except BlockingIOError:
+                return
+            except OSError:
+                self._error("advert not sent")
+            self._adverts.popleft()
+        self.loop.remove_writer(self.channel.fileno())
 
     def _error(self, what: str) -> None:
         self.counts.errors[what] = self.counts.errors.get(what, 0) + 1
@@ -192,9 +221,9 @@ class Worker:
                 rt.fwd.set_special_macs(set(macs), owners=owners)
             for port, up in state.links.get(name, {}).items():
                 dev = rt.devices.get(port)
-                if dev is not None and port in rt.fwd.ports:
+                if dev is not None and dev.link_up != up:
                     dev.link_up = up
-                    rt.fwd.set_link(port, up)
+                    self.dp.set_link(name, port, up)
 
     # -- the hooks' side effects
 
@@ -219,23 +248,37 @@ class Worker:
     # -- the channel
 
     def readable(self) -> None:
+        view = memoryview(self._buffer)
         while True:
             try:
-                data = self.channel.recv(MAX_MESSAGE)
+                n = self.channel.recv_into(self._buffer)
             except BlockingIOError:
                 return
             except OSError:
-                data = b""
-            if not data:
+                n = 0
+            if not n:
                 self.stop()
                 return
-            message = decode(data)
-            if isinstance(message, State):
-                self.apply(message)
+            try:
+                message = decode(view[:n])
+                if isinstance(message, State):
+                    self.apply(message)
+                else:
+                    self._error("unknown message")
+            except Exception as exc:  # a state that cannot be applied: forwarding goes on
+                self._error(f"state: {type(exc).__name__}")
 
     def _report(self) -> None:
         if self.done.done():
             return
+        try:
+            self._count()
+        except Exception as exc:
+            self._error(f"counts: {type(exc).__name__}")
+        finally:
+            self.loop.call_later(COUNTS_INTERVAL, self._report)
+
+    def _count(self) -> None:
         c = self.counts
         for name, rt in self.dp.switches.items():
             c.ports[name] = {
@@ -248,7 +291,6 @@ class Worker:
             c.bad_emits[name] = rt.fwd.bad_emits
         c.datapath = self.datapath.stats
         self.send(("counts", c))
-        self.loop.call_later(COUNTS_INTERVAL, self._report)
 
     def stop(self) -> None:
         if not self.done.done():
@@ -266,8 +308,10 @@ async def serve(fd: int) -> None:
     worker = Worker(loop, channel)
     worker.build(layout)
     loop.add_reader(channel.fileno(), worker.readable)
+    # the node ends a worker (its channel closes, or the node dies: PR_SET_PDEATHSIG); a
+    # Ctrl-C or systemd's SIGTERM to the whole group must not stop it before the node bows out
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, worker.stop)
+        signal.signal(sig, signal.SIG_IGN)
     worker.send(("ready", layout.index))
     await worker.done
     worker.dp.close()

@@ -79,5 +79,5 @@ def encode(message: object) -> bytes:
     return pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def decode(data: bytes) -> object:
+def decode(data: bytes | memoryview) -> object:
     return pickle.loads(data)

@@ -42,7 +42,10 @@ from vswitch.workerproto import (
 log = logging.getLogger("vswitch.workers")
 DELEGATED = frozenset(("tap", "raw"))  # the device kinds workers read
 STOP_TIMEOUT = 2.0  # seconds a stopped worker has before SIGKILL
-RESTART_DELAY = 0.2  # seconds before a worker that died is started again
+READY_TIMEOUT = 5.0  # seconds the set before a relayout reads on if its successor never serves
+RESTART_DELAY = 0.2  # seconds before a worker that died is started again (doubled to 10 s)
+MAX_RESTART_DELAY = 10.0
+MESSAGE_BATCH = 64  # messages read per readiness event
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
@@ -85,10 +88,6 @@ def layouts(dp: DataPlane, count: int, carp_taps: set[str], state: State) -> lis
     return out
 
 
-def _shape(layout: Layout) -> tuple[SwitchLayout, ...]:
-    return layout.switches
-
-
 @dataclass(eq=False)
 class Proc:
     index: int
@@ -99,6 +98,7 @@ class Proc:
     stopping: bool = False
     counts: WorkerCounts = field(default_factory=WorkerCounts)
     pending: bytes | None = None  # the newest State that did not fit into the channel
+    replaces: "Proc | None" = None  # the worker of the set before, stopped once this one serves
 
 
 class WorkerPool:
@@ -114,23 +114,50 @@ class WorkerPool:
         # what workers of earlier sets counted, kept so that totals never go back
         self._past: WorkerCounts = WorkerCounts()
         self._past_shares: dict[str, Share] = {}
+        self._buffer = bytearray(MAX_MESSAGE)  # one receive buffer: no 4 MiB per message
+        self._view = memoryview(self._buffer)
+        # called after each batch of messages (the node's `_due`, as DataPlane.between_batches)
+        self.after_batch: Callable[[], None] | None = None
 
     # -- starting and stopping
 
     def start(self, new: list[Layout]) -> None:
-        """Start a set of workers with these layouts; the running set, if any, is stopped once
-        the new one runs (its readers overlap for a moment, so no queue goes unread)."""
-        old = self.procs
-        self.procs = [self._spawn(layout) for layout in new]
-        for p in old:
-            self._retire(p)
+        """Start a set of workers with these layouts. Each worker of the running set is stopped
+        when its successor serves (or after READY_TIMEOUT): their readers overlap for a moment,
+        so no queue goes unread. OSError when a worker cannot be started: the running set
+        stays, what was started of the new one is stopped."""
+        started: list[Proc] = []
+        try:
+            for layout in new:
+                started.append(self._spawn(layout))
+        except BaseException:
+            for p in started:
+                self._retire(p)
+            raise
+        old, self.procs = self.procs, started
+        for i, p in enumerate(old):
+            if i < len(started):
+                started[i].replaces = p
+                self.loop.call_later(READY_TIMEOUT, self._retire, p)
+            else:
+                self._retire(p)
 
     def relayout(self, new: list[Layout]) -> None:
         """After a change: new workers when the ports changed, else only the new state."""
-        if [_shape(p.layout) for p in self.procs] != [_shape(x) for x in new]:
+        if [p.layout.switches for p in self.procs] != [x.switches for x in new]:
             self.start(new)
         elif new:
             self.publish(new[0].state)
+
+    def stop_all(self) -> None:
+        """Stop every worker and wait for it: before the node closes a device they read (a TAP
+        stays while any process holds a queue of it, so a new one of that name could not be
+        made). `relayout` starts a new set afterwards."""
+        for p in self.procs:
+            self._retire(p)
+        self.procs = []
+        for p in list(self.retired):
+            self._reap(p, wait=STOP_TIMEOUT)
 
     def _spawn(self, layout: Layout) -> Proc:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
@@ -152,7 +179,13 @@ class WorkerPool:
             )
         finally:
             child.close()
-        parent.sendall(encode(layout))
+        try:
+            parent.sendall(encode(layout))
+        except OSError:
+            parent.close()
+            proc.kill()
+            proc.wait()
+            raise
         parent.setblocking(False)
         p = Proc(layout.index, layout, proc, parent)
         self.loop.add_reader(parent.fileno(), self._readable, p)
@@ -162,17 +195,20 @@ class WorkerPool:
         if p.stopping:
             return
         p.stopping = True
+        p.ready = False
         self._keep_counts(p)
         self.loop.remove_reader(p.channel.fileno())
         self.loop.remove_writer(p.channel.fileno())  # a State may be waiting for room
         p.channel.close()  # EOF: the worker stops
         self.retired.append(p)
-        self.loop.call_later(STOP_TIMEOUT, self._reap, p)
+        self.loop.call_later(STOP_TIMEOUT, self._reap, p)  # a no-op once stop_all reaped it
 
-    def _reap(self, p: Proc) -> None:
-        if p.proc.poll() is None:
+    def _reap(self, p: Proc, wait: float = 0.0) -> None:
+        try:
+            p.proc.wait(wait)
+        except subprocess.TimeoutExpired:
             p.proc.kill()
-        p.proc.wait()
+            p.proc.wait()
         if p in self.retired:
             self.retired.remove(p)
 
@@ -191,12 +227,17 @@ class WorkerPool:
         self.restarts += 1
         log.error("forwarding worker %d exited (%s); starting it again", p.index, p.proc.poll())
         self._retire(p)
+        self.loop.call_later(RESTART_DELAY, self._again, p, RESTART_DELAY)
 
-        def again() -> None:
-            if not self.closed and p in self.procs:
-                self.procs[self.procs.index(p)] = self._spawn(p.layout)
-
-        self.loop.call_later(RESTART_DELAY, again)
+    def _again(self, p: Proc, delay: float) -> None:
+        if self.closed or p not in self.procs:
+            return  # replaced or stopped meanwhile
+        try:
+            self.procs[self.procs.index(p)] = self._spawn(p.layout)
+        except Exception as exc:  # retried, slower each time: 1/N of the flows wait for it
+            log.error("forwarding worker %d cannot be started: %s", p.index, exc)
+            later = min(delay * 2, MAX_RESTART_DELAY)
+            self.loop.call_later(later, self._again, p, later)
 
     def close(self) -> None:
         """Stop every worker and wait for them: their copies of the fds keep the TAPs."""
@@ -247,34 +288,51 @@ class WorkerPool:
         self._flush(p)
 
     def _readable(self, p: Proc) -> None:
-        while not p.stopping:
+        # a batch of messages at most, then the node's protocol clock gets its turn: frames
+        # relayed for socket ports must not hold up an advertisement (DataPlane's batches too)
+        view = self._view
+        for _ in range(MESSAGE_BATCH):
+            if p.stopping:
+                break
             try:
-                data = p.channel.recv(MAX_MESSAGE)
+                n = p.channel.recv_into(self._buffer)
             except BlockingIOError:
-                return
+                break
             except OSError:
-                data = b""
-            if not data:
+                n = 0
+            if not n:
                 self._died(p)
-                return
+                break
             try:
-                message = decode(data)
+                message = decode(view[:n])
             except Exception:
                 self.lost += 1
                 continue
-            if not isinstance(message, tuple) or not message:
+            if not isinstance(message, tuple) or len(message) < 2:
                 self.lost += 1
-            elif message[0] == "counts" and isinstance(message[1], WorkerCounts):
-                p.counts = message[1]
+            elif message[0] == "counts":
+                if isinstance(message[1], WorkerCounts):
+                    p.counts = message[1]
+                else:
+                    self.lost += 1
             elif message[0] == "ready":
                 p.ready = True
+                if p.replaces is not None:
+                    self._retire(p.replaces)  # its successor serves now
+                    p.replaces = None
             else:
                 self.handler(message)
+        if self.after_batch is not None:
+            self.after_batch()
 
     # -- counts
 
+    def _live(self) -> list[Proc]:
+        # a worker stopped is in the past counts already, even before its successor is in
+        return [p for p in self.procs if not p.stopping]
+
     def share(self, switch: str) -> Share | None:
-        shares = _shares([p.counts for p in self.procs])
+        shares = _shares([p.counts for p in self._live()])
         now = shares.get(switch)
         past = self._past_shares.get(switch)
         if now is None or past is None:
@@ -284,19 +342,19 @@ class WorkerPool:
     def datapath_stats(self, own: DataPathStats) -> dict[str, int]:
         """The node's own data path figures plus every worker's."""
         total = _add_stats(own, self._past.datapath)
-        for p in self.procs:
+        for p in self._live():
             total = _add_stats(total, p.counts.datapath)
         return total.as_dict()
 
     def status(self) -> WorkersStatus:
         errors = dict(self._past.errors)
-        for p in self.procs:
+        for p in self._live():
             for k, v in p.counts.errors.items():
                 errors[k] = errors.get(k, 0) + v
         return {
             "count": self.count,
-            "pids": [p.proc.pid for p in self.procs],
-            "ready": sum(p.ready for p in self.procs),
+            "pids": [p.proc.pid for p in self._live()],
+            "ready": sum(p.ready for p in self._live()),
             "restarts": self.restarts,
             "lost_messages": self.lost,
             "errors": errors,

@@ -112,6 +112,23 @@ def test_a_port_added_at_run_time_gets_new_workers(lab: GatewayLab) -> None:
         assert deleted.returncode == 0, deleted.stderr
 
 
+def test_an_address_added_at_run_time_swaps_the_carp_tap_under_the_workers(
+    lab: GatewayLab,
+) -> None:
+    # a new address makes carp0's TAP anew: the workers let go of the old one first (else the
+    # TAP would outlive its close and the new one could not be made), and a new set reads it
+    gwa, gwb = lab.gateways
+    before = status(gwa)["workers"]["pids"]
+    for gw in (gwa, gwb):  # the HMAC covers the addresses: both nodes change
+        result = vswitch("ifconfig", "-s", gw.socket_path, "carp0", "alias", "192.0.2.7/24")
+        assert result.returncode == 0, result.stderr
+    lab.wait_for(lambda: status(gwa)["workers"]["ready"] == WORKERS, 15)
+    assert not set(status(gwa)["workers"]["pids"]) & set(before)
+    lab.wait_for(lambda: lab.state(gwa) == "MASTER" and lab.state(gwb) == "BACKUP", SETTLE)
+    assert lab.ping(1, "192.0.2.7"), "the new address does not answer through the workers"
+    assert lab.ping(1, UPSTREAM)
+
+
 def test_impairment_is_refused_with_the_fix(lab: GatewayLab) -> None:
     gwa = lab.gateways[0]
     result = vswitch("impair", "-s", gwa.socket_path, "lan0", "lan", "loss", "10%")

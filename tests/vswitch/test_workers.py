@@ -491,9 +491,10 @@ def test_relayout_with_new_ports_starts_new_workers() -> None:
         bigger = SwitchLayout(sw.name, sw.mode, sw.ageing, sw.offload, (*sw.ports, tap("c", fresh)))
         rig.pool.relayout([Layout(0, (bigger,), state())])
         [new] = rig.pool.procs
-        assert new is not old and rig.pool.retired == [old] and old.stopping
+        # the old worker reads on until its successor serves: no queue goes unread meanwhile
+        assert new is not old and new.replaces is old and not old.stopping
         await until(lambda: rig.pool.status()["ready"] == 1, "the new set to be ready")
-        # the old worker still reads the same queues until it has stopped
+        assert old.stopping and rig.pool.status()["pids"] == [new.proc.pid]
         await until(lambda: old.proc.poll() is not None, "the old set to stop")
         b.drain()
         frame = eth(BCAST, A, b"two")
