@@ -232,8 +232,10 @@ class Worker:
         for a in actions:
             if isinstance(a, Deliver):
                 emits.append((a.carpif, a.frame))
-            elif isinstance(a, Transmit):  # an ARP reply or NA out of the ingress port
-                emits.append((a.port, a.frame))
+            elif isinstance(a, Transmit):
+                # an ARP reply or NA out of the ingress port, sent as the node sends it (a
+                # frame of its own: no virtio-net header of the request's), after the batch
+                self.dp.send(a.carpdev, a.frame, a.port)
             else:
                 self._error(f"unexpected {type(a).__name__}")
         return emits
