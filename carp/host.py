@@ -22,7 +22,7 @@ from carp.constants import (
 from carp.params import CarpDev, CarpIfParams, Sysctls
 from carp.stats import CarpStats
 from carp.vhe import AF_INET6
-from carp.wire import IPAddress, Parsed, Receiver, Verdict, parse_ip, receiver_of
+from carp.wire import IPAddress, Parsed, Receiver, Verdict, address_text, parse_ip, receiver_of
 
 SUPPRESSED_ADVSKEW = 240  # design.md decision 5 (carp(4) <= 4.7, ip_carp.c rev 1.94)
 SYSCTL_PREFIX = "net.inet.carp."
@@ -350,7 +350,7 @@ class CarpHost:
         if vhe.is_own(header.counter):
             sc.rejects.note(now, str(parsed.src), "loop", vhe.vhid)
             return self._reject("badauth", sc.loop_detected())  # simplex parent: counted too
-        return sc.input(now, vhe, header, parsed.af, str(parsed.src))
+        return sc.input(now, vhe, header, parsed.af, address_text(parsed.src))
 
     def _note(self, now: float, carpdev: str, route: _Route, parsed: Parsed, reason: str) -> None:
         """Remember a refused advertisement for `explain`: on the carp interface of `carpdev`

@@ -6,6 +6,7 @@ kernel's order, and never raises; the common part (vhid, version, HMAC) needs th
 configuration, so the caller runs it, in the order fixed by `check_common`.
 """
 
+import functools
 import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -240,6 +241,28 @@ def _too_small(af: int) -> Parsed:
 # -- the IP-layer rules, each naming the OpenBSD check it mirrors
 
 
+# The same few peers advertise many times a second: an address and the verdicts on it are
+# computed once per address (pure functions, bounded caches), not per advertisement.
+_ADDRESS_CACHE = 1024
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE)
+def _v4(raw: bytes) -> IPv4Address:
+    return IPv4Address(raw)
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE)
+def _v6(raw: bytes) -> IPv6Address:
+    return IPv6Address(raw)
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE)
+def address_text(addr: IPv4Address | IPv6Address) -> str:
+    """str(addr), remembered: an advertisement's source names its peer in the core's records."""
+    return str(addr)
+
+
+@functools.lru_cache(maxsize=_ADDRESS_CACHE)
 def ipv4_source_ok(src: IPv4Address) -> bool:
     """RFC 1122 3.2.1.3: a host discards a multicast, broadcast or unspecified source. OpenBSD's
     ipv4_check itself only refuses 127/8 off a loopback interface (ips_badaddr); we refuse both,
@@ -249,6 +272,7 @@ def ipv4_source_ok(src: IPv4Address) -> bool:
     )
 
 
+@functools.lru_cache(maxsize=_ADDRESS_CACHE)
 def ipv6_source_ok(src: IPv6Address) -> bool:
     """ipv6_check (ip6s_badscope): no multicast, loopback, IPv4-mapped or IPv4-compatible source
     and no scope id embedded in a link-local one. The unspecified address passes, as there."""
@@ -464,7 +488,7 @@ def _parse_ipv4(packet: bytes, receiver: Receiver | None) -> Parsed:
             return _too_small(4)
         return _not_carp(4)
     first, _tos, total, _id, frag, ttl, proto, _sum, src_b, dst_b = _IPV4.unpack_from(packet)
-    src, dst = IPv4Address(src_b), IPv4Address(dst_b)
+    src, dst = _v4(src_b), _v4(dst_b)
     if proto != IPPROTO_CARP:
         return _not_carp(4, src)
     hlen = (first & 0x0F) * 4
@@ -482,7 +506,7 @@ def _parse_ipv6(packet: bytes, receiver: Receiver | None) -> Parsed:
             return _too_small(6)
         return _not_carp(6)
     _vtf, plen, nxt, hlim, src_b, dst_b = _IPV6.unpack_from(packet)
-    src, dst = IPv6Address(src_b), IPv6Address(dst_b)
+    src, dst = _v6(src_b), _v6(dst_b)
     end = min(IPV6_HEADER_LEN + plen, len(packet))
     chain = _ipv6_chain(packet, nxt, end)
     if chain.proto != IPPROTO_CARP:

@@ -8,7 +8,7 @@ program, started by the node itself: nothing else can write to the pair). Node t
 - `State` whenever a carp decision, a special MAC or a link changes: the whole of it, so that a
   newer one replaces an older one that could not be sent yet.
 
-Worker to node: `("advert", carpdev, ip_packet)` (a CARP advertisement for the protocol),
+Worker to node: `("ready", index)` once it serves, `("advert", carpdev, ip_packet)` (a CARP advertisement for the protocol),
 `("arp", frame)` (for the neighbour cache), `("out", switch, port, frame)` (a frame switched to a
 port the node process serves: a socket port) and `("counts", WorkerCounts)` twice a second.
 """

@@ -10,8 +10,10 @@ spread over N processes by the kernel's flow hash.
 The pool publishes the node's `State` (carp decisions, special MACs, links) to every worker when
 it changes, and keeps what each worker last counted (`share`), which the data plane adds to
 its own counts. A change of the ports (reload, `vswitch port`, a vde client) starts a new set of
-workers with the new layout before the old set is stopped, so the queues are never unread. A
-worker that dies is started again (counted in `restarts`).
+workers with the new layout; each old worker reads on until its successor serves, so the queues
+are never unread. Before the node closes a device they read, the workers are stopped and waited
+for (`stop_all`): their copies of its fds would keep the TAP. A worker that dies is started
+again (counted in `restarts`).
 """
 
 import asyncio
