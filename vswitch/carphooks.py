@@ -13,6 +13,7 @@ from collections.abc import Callable, Container, Sequence
 
 from carp.actions import Action
 from carp.datapath import DataPath
+from carp.wire import frame_is_carp
 from vswitch.fwd import Emit, Switch
 
 Run = Callable[[float, list[Action]], Sequence[Emit]]
@@ -27,12 +28,16 @@ class CarpHooks:
         run: Run,
         snoop: Callable[[float, bytes], None],
         failed: Callable[[str, Exception], None],
+        direct: Container[tuple[str, str]] = (),
     ) -> None:
         self.datapath = datapath
         self.carp_taps = carp_taps
         self.run = run
         self.snoop = snoop
         self.failed = failed
+        # (switch, port) whose advertisements the protocol reads itself (a worker's raw ports:
+        # the node process has a socket of its own for them): here they are only switched on
+        self.direct = direct
 
     def install(self, switch: str, fwd: Switch) -> None:
         fwd.on_special = lambda now, port, frame: self.special(switch, now, port, frame)
@@ -42,6 +47,8 @@ class CarpHooks:
     def special(
         self, switch: str, now: float, port: str, frame: bytes
     ) -> tuple[bool, Sequence[Emit]]:
+        if (switch, port) in self.direct and frame_is_carp(frame):
+            return True, ()
         try:
             self.snoop(now, frame)
             emits = self.run(now, self.datapath.input(now, switch, port, frame))
@@ -58,6 +65,8 @@ class CarpHooks:
         return True, emits
 
     def multicast(self, switch: str, now: float, port: str, frame: bytes) -> Sequence[Emit]:
+        if (switch, port) in self.direct and frame_is_carp(frame):
+            return ()
         try:
             self.snoop(now, frame)
             return self.run(now, self.datapath.input(now, switch, port, frame))

@@ -30,6 +30,7 @@ what was prepared is undone and ConfigError (reload) or ValueError (ifconfig) na
 
 import errno
 import logging
+import socket
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 
@@ -47,6 +48,7 @@ from carp.datapath import DataPath
 from carp.host import CarpHost
 from carp.ifconfig import IfconfigChange
 from carp.params import CarpDev
+from carp.wire import ETHER_HDR_LEN, frame_is_carp
 from vswitch import reconfig
 from vswitch.build import NodeDevices, cookie, undo
 from vswitch.carphooks import CarpHooks
@@ -55,7 +57,8 @@ from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit, Port
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
-from vswitch.port import DevicePort
+from vswitch.port import READ_BATCH, DevicePort
+from vswitch.raw import PACKET_OUTGOING, carp_socket
 from vswitch.system import Clock, LoopClock, System, Timer
 from vswitch.watch import Watch
 from vswitch.workerproto import Layout, State
@@ -63,6 +66,7 @@ from vswitch.workers import DELEGATED, WorkerPool, layouts
 
 log = logging.getLogger("vswitch.node")
 
+ADVERT_READ = 2048  # an advertisement is under 100 bytes; IPv6 extension headers fit too
 TIMER_RETRY = 0.1  # seconds before the timer runs again after the core itself raised
 COUNTERS = ("adverts_unresolved", "apply_errors")
 
@@ -110,6 +114,8 @@ class Node:
         self._timer_deadline: float | None = None
         self._closed = False
         self.workers: WorkerPool | None = None  # forwarding workers (vswitch/workers.py)
+        # with workers: a CARP-only socket per raw port, read here (raw.carp_socket)
+        self._advert_socks: dict[tuple[str, str], tuple[DevicePort, socket.socket]] = {}
 
     def core(self) -> CarpHost:
         """The started node's CarpHost."""
@@ -304,7 +310,60 @@ class Node:
         # the running pool's count: a reload that changes [node] workers needs a restart
         assert self.workers is not None
         n = self.workers.count
-        return layouts(self.dataplane, n, set(self.devices.carp_taps), self._state())
+        direct = self._advert_sockets()
+        return layouts(self.dataplane, n, set(self.devices.carp_taps), self._state(), direct)
+
+    def _advert_sockets(self) -> set[tuple[str, str]]:
+        """A CARP-only socket on every raw port, read by this process: advertisements reach the
+        protocol as soon as it runs, not when a worker busy with traffic gets to them (the
+        workers only switch them on). A socket that cannot be opened leaves that port's
+        advertisements to its workers."""
+        loop = self.dataplane.loop
+        want = {
+            (sw, name): dev
+            for sw, rt in self.dataplane.switches.items()
+            for name, dev in rt.devices.items()
+            if dev.kind == "raw" and not dev.closed
+        }
+        for key, (dev, sock) in list(self._advert_socks.items()):
+            if want.get(key) is not dev:
+                loop.remove_reader(sock.fileno())
+                sock.close()
+                del self._advert_socks[key]
+        for key, dev in want.items():
+            if key not in self._advert_socks:
+                try:
+                    sock = carp_socket(dev.ifname, dev.netns)
+                except OSError as exc:
+                    self._failed(f"advertisement socket on {dev.ifname}", exc)
+                    continue
+                loop.add_reader(sock.fileno(), self._read_adverts, key[0], sock)
+                self._advert_socks[key] = (dev, sock)
+        return set(self._advert_socks)
+
+    def _close_advert_sockets(self) -> None:
+        for _, sock in self._advert_socks.values():
+            self.dataplane.loop.remove_reader(sock.fileno())
+            sock.close()
+        self._advert_socks.clear()
+
+    def _read_adverts(self, switch: str, sock: socket.socket) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                frame, addr = sock.recvfrom(ADVERT_READ)
+            except BlockingIOError:
+                return
+            except OSError as exc:
+                self._failed("advertisement socket", exc)
+                return
+            if addr[2] != PACKET_OUTGOING and frame_is_carp(frame):
+                self._advert(switch, frame[ETHER_HDR_LEN:])
+
+    def _advert(self, switch: str, packet: bytes) -> None:
+        """An advertisement a worker or this process's own socket took off `switch`."""
+        now = self.clock()
+        for out, emitted in self._run(now, self.core().receive(now, switch, packet)):
+            self.dataplane.send(switch, emitted, out)
 
     def relayout(self) -> None:
         """After the ports changed: the workers serve the new set (started anew if needed).
@@ -331,8 +390,7 @@ class Node:
             if kind == "advert":
                 _, carpdev, packet = message
                 assert isinstance(carpdev, str) and isinstance(packet, bytes)
-                for out, emitted in self._run(now, self.core().receive(now, carpdev, packet)):
-                    self.dataplane.send(carpdev, emitted, out)
+                self._advert(carpdev, packet)
             elif kind == "arp":
                 assert isinstance(message[1], bytes)
                 self.neigh.snoop(now, message[1])
@@ -447,6 +505,7 @@ class Node:
             self._timer = None
         steps = (
             ("stop the forwarding workers", self.workers.close if self.workers else lambda: None),
+            ("close the advertisement sockets", self._close_advert_sockets),
             ("stop the captures and delay lines", self.watch.close),
             ("close the data plane", self.dataplane.close),
             ("close the carp TAPs", self.devices.close_carp_taps),

@@ -19,6 +19,7 @@ PACKET_STATISTICS tell (tp_drops; tp_packets counts them too). Reading them rese
 """
 
 import contextlib
+import ctypes
 import socket
 import struct
 from array import array
@@ -155,6 +156,53 @@ def read_socket_batch(
     if not vnet_hdr and frames:
         return plain_frames(frames, max_plain, dev)
     return frames
+
+
+# Classic BPF: IPv4 protocol 112, or IPv6 with next header 112 or an extension header (hop-by-hop,
+# routing, destination options) that may lead to it; frame_is_carp tells the rest.
+_BPF_LDH, _BPF_LDB, _BPF_JEQ, _BPF_RET = 0x28, 0x30, 0x15, 0x06
+_CARP_FILTER = (
+    (_BPF_LDH, 0, 0, 12),  # 0: ethertype
+    (_BPF_JEQ, 0, 2, 0x0800),  # 1: IPv4 -> 2, else -> 4
+    (_BPF_LDB, 0, 0, 23),  # 2: protocol
+    (_BPF_JEQ, 6, 7, 112),  # 3: -> 10 accept, else -> 11 drop
+    (_BPF_JEQ, 0, 6, 0x86DD),  # 4: IPv6 -> 5, else -> 11
+    (_BPF_LDB, 0, 0, 20),  # 5: next header
+    (_BPF_JEQ, 3, 0, 112),  # 6: -> 10
+    (_BPF_JEQ, 2, 0, 0),  # 7: hop-by-hop -> 10
+    (_BPF_JEQ, 1, 0, 43),  # 8: routing -> 10
+    (_BPF_JEQ, 0, 1, 60),  # 9: destination options -> 10, else -> 11
+    (_BPF_RET, 0, 0, 0x40000),  # 10: accept
+    (_BPF_RET, 0, 0, 0),  # 11: drop
+)
+SO_ATTACH_FILTER = 26
+
+
+def carp_socket(ifname: str, netns: str | None) -> socket.socket:
+    """A non-blocking AF_PACKET socket on `ifname` that receives only CARP advertisements (by a
+    socket filter, so nothing else wakes its reader), not what this host sends. With forwarding
+    workers the node process reads a raw port's advertisements through it itself: they reach
+    the protocol as soon as it runs, not when a worker busy with traffic gets to them."""
+    index = netlink.link_index(ifname, netns)
+    if index is None:
+        raise LookupError(f"no interface {ifname} in netns {netns or '(own)'}")
+    with netlink.in_netns(netns):
+        sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        code = b"".join(struct.pack("HBBI", *insn) for insn in _CARP_FILTER)
+        buf = ctypes.create_string_buffer(code)
+        prog = struct.pack("HL", len(_CARP_FILTER), ctypes.addressof(buf))
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, prog)
+        mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
+        sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)
+        sock.bind((ifname, ETH_P_ALL))  # after the filter: nothing else is ever queued
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
 
 
 def join_fanout(sock: socket.socket, group: int) -> int:

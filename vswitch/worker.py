@@ -187,8 +187,9 @@ class Worker:
         self.counts.errors[what] = self.counts.errors.get(what, 0) + 1
 
     def build(self, layout: Layout) -> None:
+        direct = {(sw.name, p.name) for sw in layout.switches for p in sw.ports if p.direct}
         hooks = CarpHooks(
-            self.datapath, self._carp_taps(layout), self._run, self._snoop, self._failed
+            self.datapath, self._carp_taps(layout), self._run, self._snoop, self._failed, direct
         )
         for sw in layout.switches:
             fwd = self.dp.add_switch(

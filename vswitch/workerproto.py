@@ -8,9 +8,10 @@ program, started by the node itself: nothing else can write to the pair). Node t
 - `State` whenever a carp decision, a special MAC or a link changes: the whole of it, so that a
   newer one replaces an older one that could not be sent yet.
 
-Worker to node: `("ready", index)` once it serves, `("advert", carpdev, ip_packet)` (a CARP advertisement for the protocol),
-`("arp", frame)` (for the neighbour cache), `("out", switch, port, frame)` (a frame switched to a
-port the node process serves: a socket port) and `("counts", WorkerCounts)` twice a second.
+Worker to node: `("ready", index)` once it serves, `("advert", carpdev, ip_packet)` (a CARP
+advertisement for the protocol, from a port the node has no CARP socket on), `("arp", frame)`
+(for the neighbour cache), `("out", switch, port, frame)` (a frame switched to a port the node
+process serves: a socket port) and `("counts", WorkerCounts)` twice a second.
 """
 
 import pickle
@@ -37,6 +38,7 @@ class PortLayout:
     bufsize: int = 0  # tap: the read size
     max_plain: int = 0  # raw: largest frame a switch without offload passes on
     skips_outgoing: bool = True  # raw: the kernel skips PACKET_OUTGOING itself
+    direct: bool = False  # the node reads this port's advertisements itself (raw.carp_socket)
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import logging
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Container
 from dataclasses import dataclass, field
 
 from carp.datapath import DataPathStats
@@ -54,8 +54,15 @@ SO_RCVBUFFORCE = 33
 Handler = Callable[[tuple[object, ...]], None]
 
 
-def layouts(dp: DataPlane, count: int, carp_taps: set[str], state: State) -> list[Layout]:
-    """What worker 0..count-1 serves of the data plane's switches."""
+def layouts(
+    dp: DataPlane,
+    count: int,
+    carp_taps: set[str],
+    state: State,
+    direct: Container[tuple[str, str]] = (),
+) -> list[Layout]:
+    """What worker 0..count-1 serves of the data plane's switches; `direct`: the (switch, port)
+    pairs whose advertisements the node reads itself."""
     out = []
     for index in range(count):
         switches = []
@@ -81,6 +88,7 @@ def layouts(dp: DataPlane, count: int, carp_taps: set[str], state: State) -> lis
                         skips_outgoing=dev.kernel_skips_outgoing
                         if isinstance(dev, RawPort)
                         else True,
+                        direct=(name, pname) in direct,
                     )
                 )
             switches.append(

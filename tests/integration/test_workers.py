@@ -9,18 +9,25 @@ added at run time is served by a new set of workers, impairment is refused with 
 takes over.
 """
 
+import contextlib
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from carp.wire import frame_is_carp
+from vswitch import netlink
 from vswitch.lab.gateway import LAN_VIP, UPSTREAM, Gateway, GatewayLab, pair_specs
+from vswitch.lab.netns import Lab
 from vswitch.netlink import link_index
+from vswitch.raw import carp_socket
 
 pytestmark = pytest.mark.netns
 
@@ -143,3 +150,40 @@ def test_kill_9_takes_the_workers_with_the_node(lab: GatewayLab) -> None:
     lab.wait_for(lambda: not any(alive(pid) for pid in pids), 10)
     lab.wait_for(lambda: lab.state(gwb) == "MASTER", SETTLE)
     assert lab.ping(1, UPSTREAM), "the client cannot reach upstream through the backup"
+
+
+def test_the_carp_socket_takes_advertisements_only() -> None:
+    # the node process's own socket on a raw port (raw.carp_socket): its filter passes IPv4
+    # protocol 112 and IPv6 next header 112 or an extension header (the kernel's own MLD
+    # reports, behind hop-by-hop options, pass too: frame_is_carp refuses them), nothing else
+    with Lab() as lab:
+        ns = lab.netns("cs")
+        lab.veth("va", "vb", a_netns=ns, b_netns=ns)
+        listener = carp_socket("vb", ns)
+        with netlink.in_netns(ns):
+            sender = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+        try:
+            sender.bind(("va", 0))
+            macs = bytes.fromhex("01005e000012") + bytes.fromhex("020000000001")
+            carp4 = macs + b"\x08\x00" + bytes([0x45, 0, 0, 56, 0, 0, 0, 0, 255, 112]) + bytes(46)
+            carp6 = macs + b"\x86\xdd" + bytes([0x60, 0, 0, 0, 0, 36, 112, 255]) + bytes(68)
+            udp4 = macs + b"\x08\x00" + bytes([0x45, 0, 0, 56, 0, 0, 0, 0, 64, 17]) + bytes(46)
+            arp = bytes(6 * [0xFF]) + macs[6:] + b"\x08\x06" + bytes(28)
+            for frame in (udp4, carp4, arp, carp6):
+                sender.send(frame)
+            got: list[bytes] = []
+            deadline = time.monotonic() + 5
+            while len([f for f in got if frame_is_carp(f)]) < 2 and time.monotonic() < deadline:
+                with contextlib.suppress(BlockingIOError):
+                    got.append(listener.recv(2048))
+                time.sleep(0.01)
+            time.sleep(0.2)  # anything else the filter let through would be queued by now
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got.append(listener.recv(2048))
+            assert [f for f in got if frame_is_carp(f)] == [carp4, carp6]
+            assert udp4 not in got and arp not in got
+            assert all(f[12:14] == b"\x86\xdd" for f in got if not frame_is_carp(f))
+        finally:
+            sender.close()
+            listener.close()
