@@ -431,3 +431,58 @@ def test_get_timer_is_the_earliest_deadline() -> None:
     assert host.get_timer() == 3.0  # carp1 first
     host.handle_timer(3.0)
     assert host.get_timer() == 4.0
+
+
+# -- the cached timers (CarpHost._retime): the earliest deadline of many interfaces ------------
+
+
+def _brute_timer(host: CarpHost) -> float | None:
+    deadlines = [d for sc in host.carpifs.values() if (d := sc.deadline()) is not None]
+    return min(deadlines) if deadlines else None
+
+
+def test_cached_timers_match_every_deadline_through_a_busy_run() -> None:
+    """Two nodes with 12 carp interfaces of different advbase/advskew, losses, a partition, a
+    reboot, forced states and admin changes: after every step each host's get_timer() is the
+    earliest deadline of all its interfaces, and every vhid ends with exactly one MASTER."""
+    from tests.carp.sim import Sim, carpdev, ifparams
+
+    sim = Sim(seed=7)
+    vhids = range(1, 13)
+    for index, name in enumerate(("a", "b")):
+        params = [
+            ifparams(
+                f"carp{v}",
+                addresses=(f"192.0.2.{100 + v}/24",),
+                nodes=f"{v}:{(v * 7 + index * 50) % 200}",
+                advbase=v % 3,
+                passphrase=b"secret",
+            )
+            for v in vhids
+        ]
+        dev = carpdev("lan0", index + 1, f"192.0.2.{index + 1}", f"fe80::{index + 1}")
+        sim.add(name, params, [dev], Sysctls(preempt=True, log=7))
+        sim.connect("seg0", name, "lan0")
+    sim.start("a", "b")
+    steps = [
+        lambda: sim.set_loss("a", "b", 0.3),
+        lambda: sim.act("a", lambda h, now: h.force_state(now, "carp3", State.MASTER)),
+        lambda: sim.partition({"a"}, {"b"}),
+        lambda: sim.heal(),
+        lambda: sim.act("b", lambda h, now: h.set_admin(now, "carp5", False)),
+        lambda: sim.act("b", lambda h, now: h.set_admin(now, "carp5", True)),
+        lambda: sim.set_loss("a", "b", 0.0),
+        lambda: sim.reboot("a"),
+        lambda: sim.act("a", lambda h, now: h.group_demote(now, "carp", 1)),
+        lambda: sim.act("a", lambda h, now: h.group_demote(now, "carp", -1)),
+    ]
+    for step in steps:
+        step()
+        for _ in range(20):
+            sim.run_for(0.37)
+            for name in ("a", "b"):
+                host = sim.host(name)
+                assert host.get_timer() == _brute_timer(host)
+    sim.run_for(15)
+    for v in vhids:
+        assert len(sim.masters(f"carp{v}")) == 1, v
