@@ -160,9 +160,9 @@ class CarpHost:
             if timers.get(name) == deadline:
                 del timers[name]  # recomputed below, pushed again
                 due.add(name)
+        self._stale |= due  # before any of them runs: one that raises must not lose the rest
         actions: list[Action] = []
         for name in sorted(due, key=self._order.__getitem__):
-            self._stale.add(name)
             actions += self.carpifs[name].handle_timer(now)
         return self._filter(actions)
 

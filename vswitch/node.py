@@ -334,7 +334,7 @@ class Node:
             if key not in self._advert_socks:
                 try:
                     sock = carp_socket(dev.ifname, dev.netns)
-                except OSError as exc:
+                except Exception as exc:  # e.g. the interface renamed: the workers take them
                     self._failed(f"advertisement socket on {dev.ifname}", exc)
                     continue
                 loop.add_reader(sock.fileno(), self._read_adverts, key[0], sock)
@@ -356,8 +356,16 @@ class Node:
             except OSError as exc:
                 self._failed("advertisement socket", exc)
                 return
-            if addr[2] != PACKET_OUTGOING and frame_is_carp(frame):
+            if addr[2] == PACKET_OUTGOING or not frame_is_carp(frame):
+                continue
+            # what the switch would hand to carp: a group address or one of its special MACs
+            # (the socket is promiscuous; unicast for another host is not ours)
+            if not frame[0] & 1 and frame[:6] not in self.dataplane.switch(switch).special_macs:
+                continue
+            try:
                 self._advert(switch, frame[ETHER_HDR_LEN:])
+            except Exception as exc:
+                self._failed(f"carp input on switch {switch}", exc)
 
     def _advert(self, switch: str, packet: bytes) -> None:
         """An advertisement a worker or this process's own socket took off `switch`."""

@@ -159,21 +159,23 @@ def read_socket_batch(
 
 
 # Classic BPF: IPv4 protocol 112, or IPv6 with next header 112 or an extension header (hop-by-hop,
-# routing, destination options) that may lead to it; frame_is_carp tells the rest.
+# routing, fragment, destination options: wire.IPV6_EXTENSIONS) that may lead to it;
+# frame_is_carp tells the rest.
 _BPF_LDH, _BPF_LDB, _BPF_JEQ, _BPF_RET = 0x28, 0x30, 0x15, 0x06
 _CARP_FILTER = (
     (_BPF_LDH, 0, 0, 12),  # 0: ethertype
     (_BPF_JEQ, 0, 2, 0x0800),  # 1: IPv4 -> 2, else -> 4
     (_BPF_LDB, 0, 0, 23),  # 2: protocol
-    (_BPF_JEQ, 6, 7, 112),  # 3: -> 10 accept, else -> 11 drop
-    (_BPF_JEQ, 0, 6, 0x86DD),  # 4: IPv6 -> 5, else -> 11
+    (_BPF_JEQ, 7, 8, 112),  # 3: -> 11 accept, else -> 12 drop
+    (_BPF_JEQ, 0, 7, 0x86DD),  # 4: IPv6 -> 5, else -> 12
     (_BPF_LDB, 0, 0, 20),  # 5: next header
-    (_BPF_JEQ, 3, 0, 112),  # 6: -> 10
-    (_BPF_JEQ, 2, 0, 0),  # 7: hop-by-hop -> 10
-    (_BPF_JEQ, 1, 0, 43),  # 8: routing -> 10
-    (_BPF_JEQ, 0, 1, 60),  # 9: destination options -> 10, else -> 11
-    (_BPF_RET, 0, 0, 0x40000),  # 10: accept
-    (_BPF_RET, 0, 0, 0),  # 11: drop
+    (_BPF_JEQ, 4, 0, 112),  # 6: -> 11
+    (_BPF_JEQ, 3, 0, 0),  # 7: hop-by-hop -> 11
+    (_BPF_JEQ, 2, 0, 43),  # 8: routing -> 11
+    (_BPF_JEQ, 1, 0, 44),  # 9: fragment -> 11 (parse_ip counts it as an IP-layer drop)
+    (_BPF_JEQ, 0, 1, 60),  # 10: destination options -> 11, else -> 12
+    (_BPF_RET, 0, 0, 0x40000),  # 11: accept
+    (_BPF_RET, 0, 0, 0),  # 12: drop
 )
 SO_ATTACH_FILTER = 26
 
@@ -191,6 +193,8 @@ def carp_socket(ifname: str, netns: str | None) -> socket.socket:
     try:
         with contextlib.suppress(OSError):
             sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+        with contextlib.suppress(OSError):  # room for a burst while the node is busy
+            sock.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, BUFFER_BYTES)
         code = b"".join(struct.pack("HBBI", *insn) for insn in _CARP_FILTER)
         buf = ctypes.create_string_buffer(code)
         prog = struct.pack("HL", len(_CARP_FILTER), ctypes.addressof(buf))
