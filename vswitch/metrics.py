@@ -246,6 +246,15 @@ def families(status: NodeStatus) -> list[Family]:
         )
         for key in ("runs", "failures", "timeouts", "overflows"):
             fam(f"vswitch_hook_{key}_total", "counter", f"Hook {key}").add(hooks[key], node=node)
+    if "workers" in status:
+        w = status["workers"]
+        fam("vswitch_workers", "gauge", "Forwarding workers serving").add(w["ready"], node=node)
+        fam("vswitch_worker_restarts_total", "counter", "Forwarding workers started again").add(
+            w["restarts"], node=node
+        )
+        errors = fam("vswitch_worker_errors_total", "counter", "Worker errors by kind")
+        for kind, n in sorted(w["errors"].items()):
+            errors.add(n, node=node, kind=kind)
     return list(fams.values())
 
 

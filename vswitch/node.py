@@ -30,7 +30,6 @@ what was prepared is undone and ConfigError (reload) or ValueError (ifconfig) na
 
 import errno
 import logging
-import socket
 from collections.abc import Callable, Sequence
 from ipaddress import IPv4Address
 
@@ -48,7 +47,6 @@ from carp.datapath import DataPath
 from carp.host import CarpHost
 from carp.ifconfig import IfconfigChange
 from carp.params import CarpDev
-from carp.wire import ETHER_HDR_LEN, frame_is_carp
 from vswitch import reconfig
 from vswitch.build import NodeDevices, cookie, undo
 from vswitch.carphooks import CarpHooks
@@ -57,16 +55,13 @@ from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit, Port
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
-from vswitch.port import READ_BATCH, DevicePort
-from vswitch.raw import PACKET_OUTGOING, carp_socket
+from vswitch.nodeworkers import Forwarders
 from vswitch.system import Clock, LoopClock, System, Timer
 from vswitch.watch import Watch
-from vswitch.workerproto import Layout, State
-from vswitch.workers import DELEGATED, WorkerPool, layouts
+from vswitch.workers import DELEGATED
 
 log = logging.getLogger("vswitch.node")
 
-ADVERT_READ = 2048  # an advertisement is under 100 bytes; IPv6 extension headers fit too
 TIMER_RETRY = 0.1  # seconds before the timer runs again after the core itself raised
 COUNTERS = ("adverts_unresolved", "apply_errors")
 
@@ -113,9 +108,7 @@ class Node:
         self._timer: Timer | None = None
         self._timer_deadline: float | None = None
         self._closed = False
-        self.workers: WorkerPool | None = None  # forwarding workers (vswitch/workers.py)
-        # with workers: a CARP-only socket per raw port, read here (raw.carp_socket)
-        self._advert_socks: dict[tuple[str, str], tuple[DevicePort, socket.socket]] = {}
+        self.workers: Forwarders | None = None  # forwarding workers (vswitch/nodeworkers.py)
 
     def core(self) -> CarpHost:
         """The started node's CarpHost."""
@@ -166,13 +159,8 @@ class Node:
             if not self.switch_link[name]:
                 actions += self.host.set_carpdev_link(now, name, False)
         if self.config.node.workers:
-            self.workers = WorkerPool(
-                self.dataplane.loop, self.config.node.workers, self._from_worker
-            )
-            self.dataplane.shares = self.workers.share
-            self.dataplane.before_close = self._release
-            self.workers.after_batch = self._due
-            self.workers.start(self._layouts())
+            self.workers = Forwarders(self, self.config.node.workers, self._failed)
+            self.workers.start()
         self.apply(now, actions)
 
     def _run(self, now: float, actions: list[Action]) -> Sequence[Emit]:
@@ -293,122 +281,20 @@ class Node:
             if fwd.special_macs != macs:
                 fwd.set_special_macs(macs, owners=owners)
         if self.workers is not None:
-            self.workers.publish(self._state())
+            self.workers.publish()
 
-    # -- forwarding workers ----------------------------------------------------------------------
+    # -- forwarding workers (vswitch/nodeworkers.py) ---------------------------------------------
 
-    def _state(self) -> State:
-        assert self.datapath is not None
-        switches = self.dataplane.switches
-        return State(
-            self.datapath.decisions(),
-            {n: (rt.fwd.special_macs, rt.fwd.special_owners) for n, rt in switches.items()},
-            {n: {p: fp.link_up for p, fp in rt.fwd.ports.items()} for n, rt in switches.items()},
-        )
-
-    def _layouts(self) -> list[Layout]:
-        # the running pool's count: a reload that changes [node] workers needs a restart
-        assert self.workers is not None
-        n = self.workers.count
-        direct = self._advert_sockets()
-        return layouts(self.dataplane, n, set(self.devices.carp_taps), self._state(), direct)
-
-    def _advert_sockets(self) -> set[tuple[str, str]]:
-        """A CARP-only socket on every raw port, read by this process: advertisements reach the
-        protocol as soon as it runs, not when a worker busy with traffic gets to them (the
-        workers only switch them on). A socket that cannot be opened leaves that port's
-        advertisements to its workers."""
-        loop = self.dataplane.loop
-        want = {
-            (sw, name): dev
-            for sw, rt in self.dataplane.switches.items()
-            for name, dev in rt.devices.items()
-            if dev.kind == "raw" and not dev.closed
-        }
-        for key, (dev, sock) in list(self._advert_socks.items()):
-            if want.get(key) is not dev:
-                loop.remove_reader(sock.fileno())
-                sock.close()
-                del self._advert_socks[key]
-        for key, dev in want.items():
-            if key not in self._advert_socks:
-                try:
-                    sock = carp_socket(dev.ifname, dev.netns)
-                except Exception as exc:  # e.g. the interface renamed: the workers take them
-                    self._failed(f"advertisement socket on {dev.ifname}", exc)
-                    continue
-                loop.add_reader(sock.fileno(), self._read_adverts, key[0], sock)
-                self._advert_socks[key] = (dev, sock)
-        return set(self._advert_socks)
-
-    def _close_advert_sockets(self) -> None:
-        for _, sock in self._advert_socks.values():
-            self.dataplane.loop.remove_reader(sock.fileno())
-            sock.close()
-        self._advert_socks.clear()
-
-    def _read_adverts(self, switch: str, sock: socket.socket) -> None:
-        for _ in range(READ_BATCH):
-            try:
-                frame, addr = sock.recvfrom(ADVERT_READ)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._failed("advertisement socket", exc)
-                return
-            if addr[2] == PACKET_OUTGOING or not frame_is_carp(frame):
-                continue
-            # what the switch would hand to carp: a group address or one of its special MACs
-            # (the socket is promiscuous; unicast for another host is not ours)
-            if not frame[0] & 1 and frame[:6] not in self.dataplane.switch(switch).special_macs:
-                continue
-            try:
-                self._advert(switch, frame[ETHER_HDR_LEN:])
-            except Exception as exc:
-                self._failed(f"carp input on switch {switch}", exc)
-
-    def _advert(self, switch: str, packet: bytes) -> None:
-        """An advertisement a worker or this process's own socket took off `switch`."""
+    def advert(self, switch: str, packet: bytes) -> None:
+        """An advertisement a worker or the workers' CARP socket took off `switch`."""
         now = self.clock()
         for out, emitted in self._run(now, self.core().receive(now, switch, packet)):
             self.dataplane.send(switch, emitted, out)
 
     def relayout(self) -> None:
-        """After the ports changed: the workers serve the new set (started anew if needed).
-        A failure is logged and counted; the pool retries a worker that cannot start."""
-        if self.workers is None or self._closed:
-            return
-        try:
-            self.workers.relayout(self._layouts())
-        except Exception as exc:
-            self._failed("forwarding workers", exc)
-
-    def _release(self, dev: DevicePort) -> None:
-        """A device the workers read is about to be closed: they let go of it first, or its TAP
-        would outlive the close and a new one of that name could not be made."""
-        if self.workers is not None:
-            self.workers.stop_all()
-
-    def _from_worker(self, message: tuple[object, ...]) -> None:
-        """What a worker hands over: advertisements for the protocol, ARP frames for the
-        neighbour cache, frames for the socket ports this process serves."""
-        now = self.clock()
-        try:
-            kind = message[0]
-            if kind == "advert":
-                _, carpdev, packet = message
-                assert isinstance(carpdev, str) and isinstance(packet, bytes)
-                self._advert(carpdev, packet)
-            elif kind == "arp":
-                assert isinstance(message[1], bytes)
-                self.neigh.snoop(now, message[1])
-            elif kind == "out":
-                _, switch, name, frame = message
-                assert isinstance(switch, str) and isinstance(name, str)
-                assert isinstance(frame, bytes)
-                self.dataplane.write(switch, name, frame)
-        except Exception as exc:
-            self._failed(f"worker message {message[0]!r}", exc)
+        """After the ports changed: the workers serve the new set (started anew if needed)."""
+        if self.workers is not None and not self._closed:
+            self.workers.relayout()
 
     # -- timer and links -----------------------------------------------------------------------
 
@@ -513,7 +399,6 @@ class Node:
             self._timer = None
         steps = (
             ("stop the forwarding workers", self.workers.close if self.workers else lambda: None),
-            ("close the advertisement sockets", self._close_advert_sockets),
             ("stop the captures and delay lines", self.watch.close),
             ("close the data plane", self.dataplane.close),
             ("close the carp TAPs", self.devices.close_carp_taps),

@@ -14,8 +14,8 @@ from vswitch.netlink import LinkState
 
 READ_BATCH = 64  # frames drained per readiness event (tap-io.md: +15-30 %)
 # ... or until this many bytes: 64 GSO frames of 64 KiB (4 MiB) read before the first is
-# written starve the receivers and the senders' TCP small queues; measured through two TAPs, 4
-# TCP streams carried 8.8 Gbit/s with 64-frame batches and 17.7 with this budget (bench/README.md)
+# written starve the receivers and the senders' TCP small queues; through two TAPs 4 TCP
+# streams carried 8.9 Gbit/s with 64-frame batches, 14-17 with smaller ones (bench/batching.py)
 READ_BYTES = 256 * 1024
 # a failed write loses one frame and leaves the port usable (tap-io.md); its drop reason by
 # errno class, anything else (EMSGSIZE, EINVAL, EBADF...) is "tx_error"

@@ -132,6 +132,25 @@ def test_exposition_of_a_status() -> None:
     assert len([s for s in samples if s[0] == "vswitch_build_info"]) == 1
 
 
+def test_workers_in_the_exposition() -> None:
+    status = FakeNode().status()
+    assert "vswitch_workers" not in render(status)  # a node without workers has none
+    status["workers"] = {
+        "count": 2,
+        "pids": [101, 102],
+        "ready": 1,
+        "restarts": 3,
+        "lost_messages": 0,
+        "errors": {"channel full: arp": 4},
+    }
+    types, samples = parse_exposition(render(status))
+    n = {"node": "gw-a"}
+    assert value(samples, "vswitch_workers", **n) == 1
+    assert value(samples, "vswitch_worker_restarts_total", **n) == 3
+    assert value(samples, "vswitch_worker_errors_total", **n, kind="channel full: arp") == 4
+    assert types["vswitch_worker_restarts_total"] == "counter"
+
+
 def test_escaping_and_special_values() -> None:
     family = Family("x_total", "counter", 'help with \\ and\nnewline "quoted"')
     family.add(1, node='gw "a"\\\nb')

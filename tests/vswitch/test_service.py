@@ -401,6 +401,14 @@ def full_status() -> NodeStatus:
     status["datapath"] = DataPathStats().as_dict()
     status["ip_drops"] = IpDropStats().as_dict()
     status["channels"] = {"log": {"dropped": 0}, "control": {"clients": 1, "dropped": 0}}
+    status["workers"] = {
+        "count": 2,
+        "pids": [7, 8],
+        "ready": 2,
+        "restarts": 0,
+        "lost_messages": 0,
+        "errors": {"channel full: arp": 1},
+    }
     for switch in status["switches"]:
         switch["table_full"] = 0
         for port in switch["ports"]:
