@@ -79,10 +79,17 @@ class Forwarders:
         node = self.node
         assert node.datapath is not None
         switches = node.dataplane.switches
+        host = node.core()
+        peers = frozenset(
+            sc.params.carppeer.packed
+            for sc in host.carpifs.values()
+            if sc.params.carppeer is not None
+        )
         return State(
             node.datapath.decisions(),
             {n: (rt.fwd.special_macs, rt.fwd.special_owners) for n, rt in switches.items()},
             {n: {p: fp.link_up for p, fp in rt.fwd.ports.items()} for n, rt in switches.items()},
+            peers,
         )
 
     def _layouts(self) -> list[Layout]:

@@ -145,6 +145,7 @@ class Worker:
         self.counts = WorkerCounts()
         self.done: asyncio.Future[None] = loop.create_future()
         self._buffer = bytearray(MAX_MESSAGE)
+        self.carppeers: frozenset[bytes] = frozenset()
         # advertisements the full channel could not take, sent when it can (never dropped for
         # relayed frames or ARP: a lost advertisement can make a BACKUP take over)
         self._adverts: collections.deque[bytes] = collections.deque(maxlen=ADVERT_BACKLOG)
@@ -215,6 +216,7 @@ class Worker:
         return {p.name for sw in layout.switches for p in sw.ports if p.carp_tap}
 
     def apply(self, state: State) -> None:
+        self.carppeers = state.carppeers
         self.datapath.load(state.decisions)
         for name, rt in self.dp.switches.items():
             macs, owners = state.special.get(name, (frozenset(), {}))
@@ -242,7 +244,8 @@ class Worker:
         return emits
 
     def _snoop(self, now: float, frame: bytes) -> None:
-        if frame[12:14] == b"\x08\x06":
+        # the node resolves only its unicast carppeers (neigh.py): their ARP frames, no others
+        if frame[12:14] == b"\x08\x06" and frame[28:32] in self.carppeers:
             self.send(("arp", frame))
 
     def _failed(self, what: str, exc: Exception) -> None:

@@ -10,8 +10,8 @@ program, started by the node itself: nothing else can write to the pair). Node t
 
 Worker to node: `("ready", index)` once it serves, `("advert", carpdev, ip_packet)` (a CARP
 advertisement for the protocol, from a port the node has no CARP socket on), `("arp", frame)`
-(for the neighbour cache), `("out", switch, port, frame)` (a frame switched to a port the node
-process serves: a socket port) and `("counts", WorkerCounts)` twice a second.
+(a carppeer's, for the neighbour cache), `("out", switch, port, frame)` (a frame switched to a
+port the node process serves: a socket port) and `("counts", WorkerCounts)` twice a second.
 """
 
 import pickle
@@ -56,6 +56,9 @@ class State:
     # switch -> (special MACs, their owner ports), as the node sets them on its own switches
     special: dict[str, tuple[frozenset[bytes], dict[bytes, str]]]
     links: dict[str, dict[str, bool]]  # switch -> port -> link up
+    # the configured unicast carppeers (packed IPv4): only their ARP frames go to the node's
+    # neighbour cache, whatever else an ARP storm brings
+    carppeers: frozenset[bytes] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

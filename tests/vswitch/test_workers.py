@@ -106,8 +106,12 @@ class NoCarp:
         return []
 
 
+PEER = bytes((192, 0, 2, 1))  # the carppeer of every state here: its ARP frames go to the node
+
+
 def state(links: dict[str, dict[str, bool]] | None = None) -> State:
-    return State(DataPath(NoCarp()).decisions(), {}, links if links is not None else {})
+    decisions = DataPath(NoCarp()).decisions()
+    return State(decisions, {}, links if links is not None else {}, frozenset({PEER}))
 
 
 class Wire:
@@ -292,18 +296,22 @@ def test_carp_advertisements_go_to_the_node() -> None:
     run_uvloop(scenario)
 
 
-def test_arp_frames_go_to_the_node_and_are_flooded() -> None:
+def test_a_carppeers_arp_frames_go_to_the_node_and_all_are_flooded() -> None:
     async def scenario(rig: Rig) -> None:
-        request = arp_request(A, bytes((192, 0, 2, 1)), bytes((192, 0, 2, 2)))
+        # another host's ARP is switched on, not handed over: only carppeers are resolved
+        other = arp_request(C, bytes((192, 0, 2, 9)), bytes((192, 0, 2, 2)))
+        rig.a[0].send(other)
+        await until(lambda: rig.relayed() == [other], "the other host's ARP at the relay")
+        request = arp_request(A, PEER, bytes((192, 0, 2, 2)))
         rig.a[0].send(request)
-        await until(lambda: bool(rig.of("arp")), "the ARP frame at the node")
+        await until(lambda: bool(rig.of("arp")), "the carppeer's ARP frame at the node")
         assert rig.of("arp") == [("arp", request)]
-        await until(lambda: rig.b[0].drain() == [request], "the ARP request at b")
-        await until(lambda: rig.relayed() == [request], "the ARP request at the relay")
+        await until(lambda: rig.b[0].drain() == [other, request], "the ARP requests at b")
+        await until(lambda: rig.relayed() == [other, request], "the ARP request at the relay")
         assert not rig.of("advert")
         # a plain IPv4 frame is no ARP: not handed over
         rig.a[0].send(eth(BCAST, A, b"not-arp"))
-        await until(lambda: len(rig.relayed()) == 2, "the second frame at the relay")
+        await until(lambda: len(rig.relayed()) == 3, "the third frame at the relay")
         assert rig.of("arp") == [("arp", request)]
 
     run_uvloop(scenario)
