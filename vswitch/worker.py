@@ -320,6 +320,10 @@ async def serve(fd: int) -> None:
         signal.signal(sig, signal.SIG_IGN)
     worker.send(("ready", layout.index))
     await worker.done
+    try:
+        worker._count()  # the last counts: the node keeps them (workers.py `_finish`)
+    except Exception as exc:
+        log.debug("last counts not sent: %s", exc)
     worker.dp.close()
 
 

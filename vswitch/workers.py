@@ -48,6 +48,7 @@ READY_TIMEOUT = 5.0  # seconds the set before a relayout reads on if its success
 RESTART_DELAY = 0.2  # seconds before a worker that died is started again (doubled to 10 s)
 MAX_RESTART_DELAY = 10.0
 MESSAGE_BATCH = 64  # messages read per readiness event
+MAX_DRAIN = 4096  # messages read from a stopped worker's channel before it is closed
 SO_SNDBUFFORCE = 32
 SO_RCVBUFFORCE = 33
 
@@ -109,6 +110,8 @@ class Proc:
     counts: WorkerCounts = field(default_factory=WorkerCounts)
     pending: bytes | None = None  # the newest State that did not fit into the channel
     replaces: "Proc | None" = None  # the worker of the set before, stopped once this one serves
+    closing: bool = False  # its channel being drained
+    finished: bool = False  # gone, its channel closed, its counts in the pool's past ones
 
 
 class WorkerPool:
@@ -202,14 +205,17 @@ class WorkerPool:
         return p
 
     def _retire(self, p: Proc) -> None:
+        """Stop a worker: our end of its channel half-closed is its EOF; it sends its last
+        counts and exits, and its end closing is ours (`_finish`)."""
         if p.stopping:
             return
         p.stopping = True
         p.ready = False
-        self._keep_counts(p)
-        self.loop.remove_reader(p.channel.fileno())
         self.loop.remove_writer(p.channel.fileno())  # a State may be waiting for room
-        p.channel.close()  # EOF: the worker stops
+        try:
+            p.channel.shutdown(socket.SHUT_WR)
+        except OSError:
+            self._finish(p)
         self.retired.append(p)
         self.loop.call_later(STOP_TIMEOUT, self._reap, p)  # a no-op once stop_all reaped it
 
@@ -219,8 +225,23 @@ class WorkerPool:
         except subprocess.TimeoutExpired:
             p.proc.kill()
             p.proc.wait()
+        self._finish(p)
         if p in self.retired:
             self.retired.remove(p)
+
+    def _finish(self, p: Proc) -> None:
+        """A stopped worker is gone: what is left in its channel is read (its last counts),
+        and its counts go to the past ones."""
+        if p.finished or p.closing:
+            return
+        p.closing = True
+        if not self.closed:
+            self._drain(p)
+        p.finished = True
+        self._keep_counts(p)
+        self.loop.remove_reader(p.channel.fileno())
+        self.loop.remove_writer(p.channel.fileno())
+        p.channel.close()
 
     def _keep_counts(self, p: Proc) -> None:
         for name, share in _shares([p.counts]).items():
@@ -232,11 +253,16 @@ class WorkerPool:
             self._past.errors[k] = self._past.errors.get(k, 0) + v
 
     def _died(self, p: Proc) -> None:
-        if self.closed or p.stopping:
+        """Its channel ended: a stopped worker's last word, or a worker that died."""
+        if p.stopping or self.closed:
+            self._finish(p)
             return
         self.restarts += 1
         log.error("forwarding worker %d exited (%s); starting it again", p.index, p.proc.poll())
-        self._retire(p)
+        p.stopping = True
+        p.ready = False
+        self._finish(p)
+        self.loop.call_later(STOP_TIMEOUT, self._reap, p)  # collect the process
         self.loop.call_later(RESTART_DELAY, self._again, p, RESTART_DELAY)
 
     def _again(self, p: Proc, delay: float) -> None:
@@ -255,10 +281,7 @@ class WorkerPool:
             return
         self.closed = True
         for p in self.procs + self.retired:
-            if not p.stopping:
-                self.loop.remove_reader(p.channel.fileno())
-                self.loop.remove_writer(p.channel.fileno())
-                p.channel.close()
+            self._finish(p)  # its channel closed: the worker stops
             if p.proc.poll() is None:
                 p.proc.terminate()
         for p in self.procs + self.retired:
@@ -300,10 +323,18 @@ class WorkerPool:
     def _readable(self, p: Proc) -> None:
         # a batch of messages at most, then the node's protocol clock gets its turn: frames
         # relayed for socket ports must not hold up an advertisement (DataPlane's batches too)
+        self._read(p, MESSAGE_BATCH)
+        if self.after_batch is not None:
+            self.after_batch()
+
+    def _drain(self, p: Proc) -> None:
+        self._read(p, MAX_DRAIN)
+
+    def _read(self, p: Proc, limit: int) -> None:
         view = self._view
-        for _ in range(MESSAGE_BATCH):
-            if p.stopping:
-                break
+        for _ in range(limit):
+            if p.finished:
+                break  # closed meanwhile (a handler's doing)
             try:
                 n = p.channel.recv_into(self._buffer)
             except BlockingIOError:
@@ -311,7 +342,8 @@ class WorkerPool:
             except OSError:
                 n = 0
             if not n:
-                self._died(p)
+                if not p.closing:
+                    self._died(p)
                 break
             try:
                 message = decode(view[:n])
@@ -332,17 +364,20 @@ class WorkerPool:
                     p.replaces = None
             else:
                 self.handler(message)
-        if self.after_batch is not None:
-            self.after_batch()
 
     # -- counts
 
     def _live(self) -> list[Proc]:
-        # a worker stopped is in the past counts already, even before its successor is in
         return [p for p in self.procs if not p.stopping]
 
+    def _counted(self) -> list[Proc]:
+        # workers not finished yet, each once (a dead one waits in procs for its successor);
+        # a finished one's counts are in the past ones
+        unique = {id(p): p for p in self.procs + self.retired if not p.finished}
+        return list(unique.values())
+
     def share(self, switch: str) -> Share | None:
-        shares = _shares([p.counts for p in self._live()])
+        shares = _shares([p.counts for p in self._counted()])
         now = shares.get(switch)
         past = self._past_shares.get(switch)
         if now is None or past is None:
@@ -352,13 +387,13 @@ class WorkerPool:
     def datapath_stats(self, own: DataPathStats) -> dict[str, int]:
         """The node's own data path figures plus every worker's."""
         total = _add_stats(own, self._past.datapath)
-        for p in self._live():
+        for p in self._counted():
             total = _add_stats(total, p.counts.datapath)
         return total.as_dict()
 
     def status(self) -> WorkersStatus:
         errors = dict(self._past.errors)
-        for p in self._live():
+        for p in self._counted():
             for k, v in p.counts.errors.items():
                 errors[k] = errors.get(k, 0) + v
         return {

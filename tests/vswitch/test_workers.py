@@ -485,6 +485,23 @@ def test_close_ends_every_worker() -> None:
     assert len(procs) == 2
 
 
+def test_a_stopped_worker_hands_over_its_last_counts() -> None:
+    # counts come every 0.5 s; a worker stopped between two of them says its last ones as it
+    # goes, so what it switched since is counted all the same
+    frames = [eth(B, A, bytes([i]) * 40) for i in range(5)]
+
+    async def scenario(rig: Rig) -> None:
+        for f in frames:
+            rig.a[0].send(f)
+        await until(lambda: len(rig.b[0].drain()) == len(frames), "the frames at b")
+        [worker] = rig.pool.procs
+        rig.pool.stop_all()  # right away: no periodic counts since the frames
+        assert worker.finished and worker.proc.returncode is not None
+        assert rig.rx("a") == len(frames) and rig.tx("b") == len(frames)
+
+    run_uvloop(scenario)
+
+
 def test_relayout_with_new_ports_starts_new_workers() -> None:
     fresh = Wire()
 
