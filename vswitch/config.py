@@ -58,7 +58,7 @@ class NodeSection(Model):
         int,
         Field(
             ge=0,
-            le=16,
+            le=16,  # port.MAX_QUEUES: a queue per worker
             description="processes that forward the TAP and raw ports, one per queue; "
             "0: the node process forwards (vswitch/workers.py)",
         ),

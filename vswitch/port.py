@@ -17,6 +17,7 @@ READ_BATCH = 64  # frames drained per readiness event (tap-io.md: +15-30 %)
 # written starve the receivers and the senders' TCP small queues; through two TAPs 4 TCP
 # streams carried 8.9 Gbit/s with 64-frame batches, 14-17 with smaller ones (bench/batching.py)
 READ_BYTES = 256 * 1024
+MAX_QUEUES = 16  # queues of a TAP / sockets of a raw port's fanout group: [node] workers' bound
 # a failed write loses one frame and leaves the port usable (tap-io.md); its drop reason by
 # errno class, anything else (EMSGSIZE, EINVAL, EBADF...) is "tx_error"
 TX_FULL_ERRORS = frozenset((errno.ENOBUFS, errno.EAGAIN))  # the device's queue is full

@@ -23,11 +23,12 @@ import ctypes
 import socket
 import struct
 from array import array
+from collections.abc import Callable
 from typing import Protocol
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
-from vswitch.port import READ_BATCH, READ_BYTES, DeviceCounters, DevicePort
+from vswitch.port import MAX_QUEUES, READ_BATCH, READ_BYTES, DeviceCounters, DevicePort
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -39,7 +40,6 @@ PACKET_OUTGOING = 4
 PACKET_FANOUT = 18
 PACKET_FANOUT_HASH = 0
 PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
-MAX_QUEUES = 16  # as TapPort
 ETH_P_ALL = 0x0003
 SO_RCVBUFFORCE = 33
 SO_SNDBUFFORCE = 32
@@ -209,6 +209,18 @@ def carp_socket(ifname: str, netns: str | None) -> socket.socket:
     return sock
 
 
+def sender(sock: socket.socket, vnet_hdr: int) -> Callable[[bytes], int]:
+    """How a raw port's socket writes a frame in its switch's format: as it is with offload,
+    else behind a zero virtio-net header (the socket always expects one: no offload asked)."""
+    if vnet_hdr:
+        return sock.send
+
+    def send_plain(frame: bytes) -> int:
+        return sock.send(_ZERO_VNET + frame) - VNET_HDR_LEN
+
+    return send_plain
+
+
 def join_fanout(sock: socket.socket, group: int) -> int:
     """Put `sock` into PACKET_FANOUT group `group` (by flow hash); group 0: a new group with a
     unique id (PACKET_FANOUT_FLAG_UNIQUEID, Linux 4.2), returned for the other sockets."""
@@ -273,7 +285,7 @@ class RawPort(DevicePort):
             raise
         self._sock = next(iter(self._socks.values()))
         self._fds = tuple(self._socks)
-        self._sender = self._sock.send if vnet_hdr else self._send_plain
+        self._sender = sender(self._sock, vnet_hdr)
         self.link_up = self.link_from(state)
 
     def _open(
@@ -330,10 +342,6 @@ class RawPort(DevicePort):
             self.vnet_hdr,
             self.max_plain,
         )
-
-    def _send_plain(self, frame: bytes) -> int:
-        # the socket always expects a header: a zero one asks for no offload
-        return self._sock.send(_ZERO_VNET + frame) - VNET_HDR_LEN
 
     def link_from(self, state: LinkState) -> bool:
         return state.admin_up and state.lower_up

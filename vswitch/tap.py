@@ -33,7 +33,7 @@ import pytun
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
-from vswitch.port import READ_BATCH, DevicePort, read_fd_batch
+from vswitch.port import MAX_QUEUES, READ_BATCH, DevicePort, read_fd_batch
 
 TUNSETIFF = 0x400454CA
 TUNGETFEATURES = 0x800454CF
@@ -117,8 +117,8 @@ class TapPort(DevicePort):
     ) -> None:
         if vnet_hdr not in (0, 10, 12):
             raise ValueError(f"vnet_hdr must be 0, 10 or 12, not {vnet_hdr}")
-        if not 1 <= queues <= 16:
-            raise ValueError(f"queues must be 1..16, not {queues}")
+        if not 1 <= queues <= MAX_QUEUES:
+            raise ValueError(f"queues must be 1..{MAX_QUEUES}, not {queues}")
         if len(ifname.encode()) > 15:
             raise ValueError(f"interface name {ifname!r} is longer than 15 bytes")
         super().__init__(ifname, netns, vnet_hdr)

@@ -36,7 +36,7 @@ from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit
 from vswitch.netlink import LinkState
 from vswitch.port import READ_BATCH, DevicePort, WriteResult, read_fd_batch
-from vswitch.raw import read_socket_batch
+from vswitch.raw import read_socket_batch, sender
 from vswitch.workerproto import (
     COUNTS_INTERVAL,
     MAX_MESSAGE,
@@ -66,7 +66,7 @@ class QueuePort(DevicePort):
         self._sock: socket.socket | None = None
         if p.kind == "raw":
             self._sock = socket.socket(fileno=p.fd)
-            self._sender = self._sock.send if vnet_hdr else self._send_plain
+            self._sender = sender(self._sock, vnet_hdr)
         else:
             self._sender = functools.partial(os.write, p.fd)
 
@@ -81,10 +81,6 @@ class QueuePort(DevicePort):
                 self._sock, self.dev, limit, p.skips_outgoing, self.vnet_hdr, p.max_plain
             )
         return read_fd_batch(self, fd, p.bufsize, limit)
-
-    def _send_plain(self, frame: bytes) -> int:
-        assert self._sock is not None
-        return self._sock.send(bytes(10) + frame) - 10  # raw.py: a zero virtio-net header
 
     def link_from(self, state: LinkState) -> bool:
         return self.link_up

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from carp.datapath import DataPathStats
 from vswitch.accounting import Share, add_device_counters, add_port_counters
 from vswitch.dataplane import DataPlane
-from vswitch.raw import RawPort
+from vswitch.raw import SO_RCVBUFFORCE, SO_SNDBUFFORCE, RawPort
 from vswitch.status import WorkersStatus
 from vswitch.tap import TapPort
 from vswitch.workerproto import (
@@ -49,8 +49,6 @@ RESTART_DELAY = 0.2  # seconds before a worker that died is started again (doubl
 MAX_RESTART_DELAY = 10.0
 MESSAGE_BATCH = 64  # messages read per readiness event
 MAX_DRAIN = 4096  # messages read from a stopped worker's channel before it is closed
-SO_SNDBUFFORCE = 32
-SO_RCVBUFFORCE = 33
 
 Handler = Callable[[tuple[object, ...]], None]
 
