@@ -4,9 +4,11 @@ Every request is one JSON object on one line, `{"id": .., "cmd": .., ...}`, answ
 `{"id": .., "ok": true, "result": ..}` or `{"id": .., "ok": false, "error": "..."}` (plus
 `"errors": [...]` when a reload refuses a configuration). `events` acknowledges and then turns the
 connection into a stream of event lines; `capture` acknowledges and then sends pcapng bytes.
-The node is reached only through `NodeControl`, called synchronously on the node's loop; no
-client can hold the node up: writes are bounded in time, an event subscriber whose queue fills
-is dropped and counted, and a capture whose reader lags loses frames (counted).
+The node is reached only through `NodeControl`, called synchronously on the node's loop by the
+`Dispatcher` (vswitch/dispatch.py, the request side); the socket file is made and its peers named
+by vswitch/unixsock.py. No client can hold the node up: writes are bounded in time, an event
+subscriber whose queue fills is dropped and counted, and a capture whose reader lags loses frames
+(counted).
 
 A client is a side channel too, so everything it can make the server hold is bounded: the line
 length and JSON nesting of a request, the time a request connection may stay idle, the number of
@@ -19,26 +21,19 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import os
 import re
-import socket
-import stat
 import struct
 from collections import Counter
 from collections.abc import Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from carp.host import SYSCTL_PREFIX
-from carp.ifconfig import IfconfigChange, parse_change, parse_demote
+from vswitch.dispatch import Dispatcher, NodeControl, error, respond
 from vswitch.events import EventBus, SubscriptionClosed
-from vswitch.ifconfig_cmd import render_group, render_status
-from vswitch.status import NodeStatus
-from vswitch.watch import CaptureSession
+from vswitch.unixsock import bind_unix, peer_credentials
 
 log = logging.getLogger("vswitch.control")
 
-SYSCTLS = ("allow", "preempt", "log")  # writable; `stats` is read-only (section 8.1)
 LINE_LIMIT = 64 * 1024
 MAX_DEPTH = 32  # JSON nesting of a request; deeper would only feed the parser's recursion
 MAX_CLIENTS = 32
@@ -48,233 +43,6 @@ IDLE_TIMEOUT = 60.0  # a request connection waiting this long for a request is c
 WRITE_TIMEOUT = 5.0
 CAPTURE_CHUNK = 256 * 1024  # pcapng bytes written before the next drain
 LINGER = 1.0  # seconds to read what a client still sends after a refusal, so it sees the answer
-
-
-class NodeControl(Protocol):
-    """What the control socket needs from a running node (vswitch/node.py implements it)."""
-
-    def status(self) -> NodeStatus:
-        """A JSON-able snapshot (vswitch/status.py)."""
-        ...
-
-    def ifconfig(self, carpif: str, change: IfconfigChange) -> None:
-        """Apply a parsed `vswitch ifconfig carpN ...`; ValueError says why it cannot."""
-        ...
-
-    def group_demote(self, group: str, adj: int) -> int:
-        """`ifconfig -g GROUP [-]carpdemote N`; returns the new counter, ValueError if outside
-        0..255 (section 5.1) or the group is unknown."""
-        ...
-
-    def sysctl(self, name: str | None, value: int | None) -> dict[str, int]:
-        """Short names (allow, preempt, log). name None: all; value None: read; else set and
-        return the new value. ValueError for a value the node refuses."""
-        ...
-
-    def reload(self) -> list[str]:
-        """Re-read the configuration and apply what changed; returns what changed. Raises an
-        exception with `errors: list[str]` (carp.config.ConfigError) and changes nothing when
-        the file is invalid."""
-        ...
-
-    def port(self, switch: str, name: str, words: dict[str, str] | None) -> list[str]:
-        """`vswitch port add` (words: the port's key=value settings) or `port del` (None);
-        returns what changed. ValueError for an unknown switch or port; an exception with
-        `errors` (ConfigError) when the port is refused; nothing changed then."""
-        ...
-
-    def impair(self, switch: str, port: str, words: list[str]) -> dict[str, Any]:
-        """`vswitch impair SWITCH PORT words`: the port's impairment after the change. ValueError
-        names the word, or the unknown switch or port; nothing changed then."""
-        ...
-
-    def capture(
-        self, switch: str, ports: list[str], *, snaplen: int | None, count: int | None
-    ) -> CaptureSession:
-        """`vswitch capture`: a new capture of those ports (none: all) of `switch`
-        (vswitch/watch.py). ValueError for an unknown switch or port."""
-        ...
-
-    def explain(self, carpif: str | None) -> dict[str, Any]:
-        """`vswitch explain [carpN]`: {"data": carp/explain.py's data, "text": its rendering}.
-        ValueError for an unknown carp interface."""
-        ...
-
-
-class ControlSocketError(Exception):
-    """The control socket cannot be created (another node listens there, not a socket, ...)."""
-
-
-def _respond(request_id: Any, result: Any) -> dict[str, Any]:
-    return {"id": request_id, "ok": True, "result": result}
-
-
-def _error(request_id: Any, message: str, errors: list[str] | None = None) -> dict[str, Any]:
-    response = {"id": request_id, "ok": False, "error": message}
-    if errors is not None:
-        response["errors"] = errors
-    return response
-
-
-class Dispatcher:
-    """Requests to NodeControl calls; synchronous so it is tested without any socket."""
-
-    def __init__(self, node: NodeControl) -> None:
-        self.node = node
-
-    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
-        request_id = request.get("id")
-        cmd = request.get("cmd")
-        handler = {
-            "status": self._status,
-            "ifconfig": self._ifconfig,
-            "demote": self._demote,
-            "sysctl": self._sysctl,
-            "reload": self._reload,
-            "port": self._port,
-            "impair": self._impair,
-            "explain": self._explain,
-        }.get(cmd if isinstance(cmd, str) else "")
-        if handler is None:
-            return _error(request_id, f"unknown command {cmd!r}")
-        try:
-            return _respond(request_id, handler(request))
-        except (ValueError, KeyError, TypeError) as exc:
-            return _error(request_id, str(exc) or type(exc).__name__)
-        except Exception as exc:
-            errors = getattr(exc, "errors", None)
-            if isinstance(errors, list) and all(isinstance(e, str) for e in errors):
-                return _error(request_id, "configuration refused, nothing changed", errors)
-            log.exception("control: %s failed", cmd)
-            return _error(request_id, f"internal error: {type(exc).__name__}: {exc}")
-
-    def _status(self, request: dict[str, Any]) -> NodeStatus:
-        return self.node.status()
-
-    def _ifconfig(self, request: dict[str, Any]) -> str:
-        carpif = _optional_str(request, "carpif")
-        words = request.get("words", [])
-        if not isinstance(words, list) or not all(isinstance(w, str) for w in words):
-            raise ValueError("words: expected a list of strings")
-        if words:
-            if carpif is None:
-                raise ValueError("name the carp interface to change")
-            self.node.ifconfig(carpif, parse_change(words))
-        return render_status(self.node.status(), carpif)
-
-    def _demote(self, request: dict[str, Any]) -> dict[str, Any]:
-        group = _optional_str(request, "group")
-        if group is None:
-            raise ValueError("group: missing")
-        word = _optional_str(request, "word")
-        if word is None:
-            return {"group": group, "value": None, "text": render_group(self.node.status(), group)}
-        count = request.get("count")
-        adj = parse_demote(word, None if count is None else str(count))
-        value = self.node.group_demote(group, adj)
-        return {"group": group, "value": value, "text": f"{group}: carp demote count {value}"}
-
-    def _sysctl(self, request: dict[str, Any]) -> dict[str, Any]:
-        name = _optional_str(request, "name")
-        value = request.get("value")
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"{name}: the value must be an integer")
-        if name is None:
-            values = {SYSCTL_PREFIX + k: v for k, v in self.node.sysctl(None, None).items()}
-            return values | self._stats(None)
-        short = name.removeprefix(SYSCTL_PREFIX)
-        if short == "stats" or short.startswith("stats."):
-            if value is not None:
-                raise ValueError(f"{SYSCTL_PREFIX}{short}: read-only")
-            return self._stats(short.removeprefix("stats").removeprefix("."))
-        if short not in SYSCTLS:
-            known = ", ".join(SYSCTL_PREFIX + s for s in (*SYSCTLS, "stats"))
-            raise ValueError(f"{name}: unknown sysctl (known: {known})")
-        old = self.node.sysctl(short, None)[short]
-        if value is None:
-            return {SYSCTL_PREFIX + short: old}
-        new = self.node.sysctl(short, value)[short]
-        return {SYSCTL_PREFIX + short: new, "old": old}
-
-    def _stats(self, counter: str | None) -> dict[str, Any]:
-        stats = self.node.status()["carpstats"]
-        if counter and counter not in stats:
-            raise ValueError(f"{SYSCTL_PREFIX}stats.{counter}: no such counter")
-        prefix = f"{SYSCTL_PREFIX}stats."
-        return {prefix + k: v for k, v in stats.items() if not counter or k == counter}
-
-    def _reload(self, request: dict[str, Any]) -> list[str]:
-        return self.node.reload()
-
-    def _port(self, request: dict[str, Any]) -> list[str]:
-        """`action` "add" with `settings` {key: value text}, or "del"; `switch`, `name`."""
-        action = _optional_str(request, "action")
-        switch = _optional_str(request, "switch")
-        name = _optional_str(request, "name")
-        if action not in ("add", "del"):
-            raise ValueError(f"action: {action!r} is not add or del")
-        if not switch or not name:
-            raise ValueError("name the switch and the port")
-        if action == "del":
-            return self.node.port(switch, name, None)
-        settings = request.get("settings", {})
-        if not isinstance(settings, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in settings.items()
-        ):
-            raise ValueError("settings: expected an object of strings (key=value words)")
-        return self.node.port(switch, name, settings)
-
-    def _impair(self, request: dict[str, Any]) -> dict[str, Any]:
-        """`switch`, `port`, `words` (e.g. ["in", "delay", "50ms"], or ["clear"])."""
-        switch = _optional_str(request, "switch")
-        port = _optional_str(request, "port")
-        if not switch or not port:
-            raise ValueError("name the switch and the port")
-        return self.node.impair(switch, port, _strings(request, "words"))
-
-    def _explain(self, request: dict[str, Any]) -> dict[str, Any]:
-        return self.node.explain(_optional_str(request, "carpif"))
-
-    def capture(self, request: dict[str, Any]) -> tuple[CaptureSession, float | None]:
-        """A `capture` request (`switch`, `ports`?, `snaplen`?, `count`?, `duration`?): its
-        session and how long it runs (None: until the reader goes or the count is reached).
-        ValueError says what is wrong; nothing was started then."""
-        switch = _optional_str(request, "switch")
-        if not switch:
-            raise ValueError("name the switch to capture on")
-        ports = _strings(request, "ports")
-        snaplen = _optional_int(request, "snaplen")
-        count = _optional_int(request, "count")
-        duration = request.get("duration")
-        if duration is not None and (
-            isinstance(duration, bool)
-            or not isinstance(duration, int | float)
-            or not 0 < duration < math.inf
-        ):
-            raise ValueError(f"duration {duration!r}: give a positive number of seconds")
-        session = self.node.capture(switch, ports, snaplen=snaplen, count=count)
-        return session, None if duration is None else float(duration)
-
-
-def _strings(request: dict[str, Any], key: str) -> list[str]:
-    value = request.get(key, [])
-    if not isinstance(value, list) or not all(isinstance(w, str) for w in value):
-        raise ValueError(f"{key}: expected a list of strings")
-    return value
-
-
-def _optional_int(request: dict[str, Any], key: str) -> int | None:
-    value = request.get(key)
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"{key}: expected an integer")
-    return value
-
-
-def _optional_str(request: dict[str, Any], key: str) -> str | None:
-    value = request.get(key)
-    if value is not None and not isinstance(value, str):
-        raise ValueError(f"{key}: expected a string")
-    return value
 
 
 def _encode(message: dict[str, Any]) -> bytes:
@@ -302,105 +70,6 @@ def too_deep(line: bytes, limit: int = MAX_DEPTH) -> bool:
         elif char in _CLOSE:
             depth -= 1
     return False
-
-
-def peer_credentials(sock: Any) -> tuple[int, int, int]:
-    """(pid, uid, gid) of the process at the other end of a Unix stream socket (SO_PEERCRED)."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    pid, uid, gid = struct.unpack("3i", raw)
-    return pid, uid, gid
-
-
-def check_socket_dir(directory: str, uid: int | None = None) -> None:
-    """The socket's directory must be owned by root or `uid` (default: us) and writable by no
-    one else: whoever can write there can replace the socket and speak for the node."""
-    uid = os.geteuid() if uid is None else uid
-    st = os.stat(directory)
-    if not stat.S_ISDIR(st.st_mode):
-        raise ControlSocketError(f"{directory}: not a directory")
-    if st.st_uid not in (0, uid):
-        raise ControlSocketError(
-            f"{directory}: owned by uid {st.st_uid}, neither root nor the node's user (uid {uid})"
-            "; another user could replace the control socket: use a directory of root's or ours"
-        )
-    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
-        raise ControlSocketError(
-            f"{directory}: writable by group or others (mode {stat.S_IMODE(st.st_mode):04o});"
-            f" another user could replace the control socket: chmod go-w {directory}"
-        )
-
-
-def bind_unix(path: str) -> socket.socket:
-    """A listening socket at `path`, mode 0600, replacing a stale socket file.
-
-    The directory is created 0755 if missing and checked (check_socket_dir). The mode is set
-    between bind and listen: until listen() nobody can connect, so there is no window in which
-    another user could reach it.
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, mode=0o755, exist_ok=True)
-    check_socket_dir(directory)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
-        if not stat.S_ISSOCK(st.st_mode):
-            raise ControlSocketError(f"{path} exists and is not a socket; remove it")
-        _refuse_if_alive(path)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.bind(path)
-        os.chmod(path, 0o600)
-        sock.listen(16)
-        sock.setblocking(False)
-    except OSError:
-        sock.close()
-        raise
-    return sock
-
-
-def _refuse_if_alive(path: str) -> None:
-    """Return only if the socket at `path` is stale (ECONNREFUSED: nobody listens, a crashed
-    node) or gone (ENOENT). Anything else, a full backlog (EAGAIN) or any other error included,
-    may be a live node that is merely slow: its socket is never unlinked."""
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    probe.setblocking(False)  # a Unix connect never waits: it is queued, refused or EAGAIN
-    try:
-        probe.connect(path)
-    except (ConnectionRefusedError, FileNotFoundError):
-        return
-    except BlockingIOError:
-        raise ControlSocketError(
-            f"{path}: a node is listening there but not accepting (its queue is full);"
-            " not replacing its socket: stop that node first"
-        ) from None
-    except OSError as exc:
-        raise ControlSocketError(
-            f"{path}: cannot tell whether a node listens there ({exc.strerror or exc});"
-            " not replacing its socket"
-        ) from None
-    else:
-        try:
-            who = f" ({_describe(peer_credentials(probe)[0])})"
-        except OSError:
-            who = ""
-        raise ControlSocketError(f"{path}: another node{who} is already listening there")
-    finally:
-        probe.close()
-
-
-def _describe(pid: int) -> str:
-    """`pid 1234: vswitch run -c gw-a.toml`, as far as /proc tells."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            words = f.read(4096).rstrip(b"\0").split(b"\0")
-    except OSError:
-        return f"pid {pid}"
-    command = " ".join(w.decode(errors="replace") for w in words)
-    return f"pid {pid}: {command}" if command else f"pid {pid}"
 
 
 class _Client:
@@ -483,7 +152,7 @@ class ControlServer:
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         pid, refusal = self._refusal(writer)
         if refusal is not None:
-            await self._hang_up(reader, writer, _error(None, refusal))
+            await self._hang_up(reader, writer, error(None, refusal))
             return
         client = _Client(writer, asyncio.get_running_loop().time(), pid)
         self._clients[writer] = client
@@ -532,7 +201,7 @@ class ControlServer:
         self._drop("evicted")
         del self._clients[victim.writer]
         victim.writer.write(
-            _encode(_error(None, "closed: too many control clients and this one was idle"))
+            _encode(error(None, "closed: too many control clients and this one was idle"))
         )
         victim.writer.close()  # its task reads EOF and finishes
         return True
@@ -546,12 +215,12 @@ class ControlServer:
                 line = await asyncio.wait_for(reader.readline(), self.idle_timeout)
             except TimeoutError:
                 self._drop("idle")
-                idle = _error(None, f"idle for {self.idle_timeout:g} s; closing")
+                idle = error(None, f"idle for {self.idle_timeout:g} s; closing")
                 await self._hang_up(reader, writer, idle)
                 return
             except ValueError:  # longer than LINE_LIMIT: read on a little so the client sees it
                 self._drop("line")
-                too_long = _error(None, f"request longer than {LINE_LIMIT} bytes")
+                too_long = error(None, f"request longer than {LINE_LIMIT} bytes")
                 await self._hang_up(reader, writer, too_long, LINGER)
                 return
             client.idle_since = None
@@ -561,10 +230,10 @@ class ControlServer:
                 continue
             request = _parse(line)
             if isinstance(request, str):
-                response = _error(None, request)
+                response = error(None, request)
             elif request.get("cmd") == "events":
                 if self.subscribers >= self.max_clients - self.reserve:
-                    response = _error(
+                    response = error(
                         request.get("id"), f"too many event subscribers ({self.subscribers})"
                     )
                 else:
@@ -573,7 +242,7 @@ class ControlServer:
                     return
             elif request.get("cmd") == "capture":
                 if self.subscribers >= self.max_clients - self.reserve:
-                    response = _error(
+                    response = error(
                         request.get("id"), f"too many streaming clients ({self.subscribers})"
                     )
                 else:
@@ -590,7 +259,7 @@ class ControlServer:
             data = _encode(message)
         except (TypeError, ValueError, RecursionError) as exc:  # a node bug, not the client's
             log.error("control: cannot encode an answer: %s", exc)
-            data = _encode(_error(message.get("id"), f"internal error: {exc}"))
+            data = _encode(error(message.get("id"), f"internal error: {exc}"))
         writer.write(data)
         return await self._drain(writer)
 
@@ -653,7 +322,7 @@ class ControlServer:
         watcher = asyncio.ensure_future(_wait_eof(reader))
         watcher.add_done_callback(lambda _: sub.close())
         try:
-            if not await self._send(writer, _respond(request.get("id"), {"seq": self.bus.seq})):
+            if not await self._send(writer, respond(request.get("id"), {"seq": self.bus.seq})):
                 return
             while True:
                 event = await sub.get()
@@ -679,14 +348,14 @@ class ControlServer:
         try:
             session, duration = self.dispatcher.capture(request)
         except ValueError as exc:
-            await self._send(writer, _error(request.get("id"), str(exc)))
+            await self._send(writer, error(request.get("id"), str(exc)))
             return
         watcher = asyncio.ensure_future(_wait_eof(reader))
         watcher.add_done_callback(lambda _: session.close())
         loop = asyncio.get_running_loop()
         end = None if duration is None else loop.time() + duration
         try:
-            if not await self._send(writer, _respond(request.get("id"), session.describe())):
+            if not await self._send(writer, respond(request.get("id"), session.describe())):
                 return
             while not session.finished:
                 data = session.take(CAPTURE_CHUNK)

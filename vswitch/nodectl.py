@@ -25,7 +25,7 @@ from vswitch.watch import CaptureSession
 
 
 class NodeController:
-    """Implements vswitch.control.NodeControl on a `Node`."""
+    """Implements vswitch.dispatch.NodeControl on a `Node`."""
 
     def __init__(
         self,

@@ -24,7 +24,7 @@ import uvloop
 
 from carp.actions import StateChanged
 from vswitch.config import ConfigError, NodeConfig, load_config
-from vswitch.control import ControlServer, ControlSocketError
+from vswitch.control import ControlServer
 from vswitch.dataplane import DataPlane
 from vswitch.events import EventBus, states_of
 from vswitch.hooks import HookRunner, HookSpec
@@ -36,6 +36,7 @@ from vswitch.paths import default_socket
 from vswitch.realtime import set_realtime
 from vswitch.sdnotify import Notifier, status_text
 from vswitch.system import LinuxSystem, LoopClock
+from vswitch.unixsock import ControlSocketError
 
 log = logging.getLogger("vswitch.run")
 

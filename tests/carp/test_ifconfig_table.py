@@ -3,7 +3,7 @@
 Each row is an option line. The file side validates the base lines plus the row's line as a node
 file's `[carp.carp0] ifconfig = [...]` does (expand_ifconfig, then CarpConfig, errors rendered
 with their line and word); the runtime side applies the same words, split as a shell would, to the
-running interface the base lines describe, through the entry points control.py and the node use
+running interface the base lines describe, through the entry points dispatch.py and the node use
 (`parse_change`, then `apply_params` when the change has parameters; up/down as the node applies
 them). Both must accept or refuse alike, with the same message text where they refuse (the file's
 minus its path), and give the same carp interface. `state` is the one runtime-only option.

@@ -4,8 +4,8 @@ and a reload refused with ConfigError."""
 from tests.vswitch.fakenode import FakeNode
 from vswitch.config import CONTROL_DIR, ConfigError, loads_config
 from vswitch.configtypes import DEFAULT_METRICS
-from vswitch.control import Dispatcher
 from vswitch.ctl.client import RUN_DIR
+from vswitch.dispatch import Dispatcher
 from vswitch.hooks import ALL_STATES, HookSpec
 from vswitch.metrics import DEFAULT_LISTEN, parse_listen
 

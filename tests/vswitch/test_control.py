@@ -21,17 +21,9 @@ from tests.vswitch.fakenode import FakeNode
 from tests.vswitch.loops import Run
 from tests.vswitch.polling import until
 from vswitch import control
-from vswitch.control import (
-    LINE_LIMIT,
-    MAX_DEPTH,
-    ControlServer,
-    ControlSocketError,
-    Dispatcher,
-    bind_unix,
-    check_socket_dir,
-    peer_credentials,
-    too_deep,
-)
+from vswitch.control import LINE_LIMIT, MAX_DEPTH, ControlServer, too_deep
+from vswitch.dispatch import Dispatcher
+from vswitch.unixsock import ControlSocketError, bind_unix, check_socket_dir, peer_credentials
 
 
 @pytest.fixture

@@ -39,8 +39,8 @@ from vswitch.config import (
     TapPortConfig,
     parse_config,
 )
-from vswitch.control import Dispatcher
 from vswitch.dataplane import DataPlane
+from vswitch.dispatch import Dispatcher
 from vswitch.events import EventBus, states_of
 from vswitch.logsink import LogSink, install
 from vswitch.neigh import NeighbourCache

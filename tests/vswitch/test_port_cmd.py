@@ -17,9 +17,9 @@ from tests.vswitch.test_node import FakeSystem, Harness, until
 from tests.vswitch.test_vde import Client
 from vswitch.cli import main
 from vswitch.config import ConfigError, StreamPortConfig, VdePortConfig, VxlanPortConfig
-from vswitch.control import Dispatcher
 from vswitch.ctl.client import CommandFailed
 from vswitch.ctl.port import settings
+from vswitch.dispatch import Dispatcher
 from vswitch.events import EventBus
 from vswitch.nodectl import NodeController
 from vswitch.port import DevicePort

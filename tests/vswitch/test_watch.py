@@ -23,10 +23,11 @@ from tests.vswitch.test_capture import BT_EPB, blocks, interfaces, packets
 from tests.vswitch.test_node import PEER_MAC, Harness, make_config, started
 from tests.vswitch.test_node import harness as harness  # the fixture
 from vswitch.capture import EPB_INBOUND, EPB_OUTBOUND
-from vswitch.control import ControlServer, Dispatcher
+from vswitch.control import ControlServer
 from vswitch.ctl.capture import BlockWriter
 from vswitch.ctl.client import CommandFailed, ControlClient
 from vswitch.ctl.impair import phrase, show
+from vswitch.dispatch import Dispatcher
 from vswitch.events import EventBus, EventType
 from vswitch.hooks import HookSpec, hook_environment
 from vswitch.impair import Direction, Impairment, PortImpairment
