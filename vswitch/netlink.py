@@ -1,46 +1,49 @@
-"""Thin netlink helpers (pyroute2) and a link-state monitor on a plain RTMGRP_LINK socket.
+"""Netlink helpers (over vswitch/rtnl.py) and a link-state monitor on an RTMGRP_LINK socket.
 
 Every helper takes `netns`: the name of a network namespace under /var/run/netns, the path of a
 namespace file (/proc/PID/ns/net, /var/run/docker/netns/ID) or pid:PID (None: the process's
 own). The process enters it with setns(2) only for as long as it takes to open a socket (or a
 /proc/sys file), which then stays bound to that namespace. `pin_netns` opens a namespace once so
 that a process's namespace stays the one meant even if the pid is reused. Helpers are
-synchronous and may be called from inside a running event loop (they briefly run pyroute2's own
-loop).
+synchronous (the kernel answers a request at once) and may be called from inside the running
+event loop.
 """
 
-import asyncio
 import ctypes
 import errno
 import fcntl
 import ipaddress
 import os
 import socket
-import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
-from pyroute2 import IPRoute
+from vswitch.rtnl import (
+    IFF_UP,
+    IFLA_ADDRESS,
+    IFLA_MASTER,
+    IFLA_MTU,
+    IFLA_NET_NS_FD,
+    IFLA_NET_NS_PID,
+    NLMSGHDR,
+    RTM_DELLINK,
+    RTM_NEWLINK,
+    Link,
+    Rtnl,
+    attr,
+    parse_link,
+    u32,
+)
 
 NETNS_DIR = "/var/run/netns"
 CLONE_NEWNET = 0x40000000
 NS_GET_NSTYPE = 0xB703  # _IO(NSIO, 0x3): the CLONE_NEW* type of a namespace file
-IFF_UP = 0x1
 IFF_LOWER_UP = 0x10000
 IFA_F_NODAD = 0x02
 IFA_F_NOPREFIXROUTE = 0x200
 RTMGRP_LINK = 0x1
-RTM_NEWLINK = 16
-RTM_DELLINK = 17
-NLMSG_ERROR = 2
 NLMSG_OVERRUN = 4
-IFLA_IFNAME = 3
-
-_NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
-_IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
-_RTATTR = struct.Struct("=HH")  # len, type
 
 _libc: ctypes.CDLL | None = None
 
@@ -104,48 +107,35 @@ def in_netns(netns: str | None) -> Iterator[None]:
 
 
 @contextmanager
-def _outside_running_loop() -> Iterator[None]:
-    # pyroute2's synchronous API runs its own asyncio loop, which asyncio refuses while another
-    # loop (the data plane's uvloop) runs in this thread; hide ours for the duration
-    running = asyncio.events._get_running_loop()
-    if running is None:
-        yield
-        return
-    asyncio.events._set_running_loop(None)
+def rtnl(netns: str | None = None) -> Iterator[Rtnl]:
+    """An rtnetlink socket bound to `netns`, closed afterwards."""
+    with in_netns(netns):
+        conn = Rtnl()
     try:
-        yield
+        yield conn
     finally:
-        asyncio.events._set_running_loop(running)
+        conn.close()
 
 
-@contextmanager
-def iproute(netns: str | None = None) -> Iterator[Any]:
-    """A pyroute2 IPRoute bound to `netns`, closed afterwards."""
-    with _outside_running_loop():
-        with in_netns(netns):
-            ipr = IPRoute()
-        try:
-            yield ipr
-        finally:
-            ipr.close()
+def link(ifname: str, netns: str | None = None) -> Link | None:
+    """The interface `ifname` of `netns` with its flags and IFLA_STATS64 (None: no such one)."""
+    with rtnl(netns) as conn:
+        return conn.link(ifname)
 
 
-def _index(ipr: Any, ifname: str) -> int:
-    found = ipr.link_lookup(ifname=ifname)
-    if not found:
-        raise LookupError(f"no interface {ifname}")
-    return int(found[0])
+def links(netns: str | None = None) -> list[Link]:
+    """Every interface of `netns`, with its flags and IFLA_STATS64."""
+    with rtnl(netns) as conn:
+        return conn.links()
 
 
 def link_index(ifname: str, netns: str | None = None) -> int | None:
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        return int(found[0]) if found else None
+    found = link(ifname, netns)
+    return None if found is None else found.index
 
 
 def link_names(netns: str | None = None) -> set[str]:
-    with iproute(netns) as ipr:
-        return {str(link.get_attr("IFLA_IFNAME")) for link in ipr.link("dump")}
+    return {found.name for found in links(netns)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,54 +147,59 @@ class LinkState:
     deleted: bool = False
 
 
+def _state(found: Link, deleted: bool = False) -> LinkState:
+    up, lower = bool(found.flags & IFF_UP), bool(found.flags & IFF_LOWER_UP)
+    return LinkState(found.name, found.index, up, lower, deleted)
+
+
 def link_state(ifname: str, netns: str | None = None) -> LinkState | None:
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return None
-        link = ipr.link("get", index=found[0])[0]
-        flags = int(link["flags"])
-        return LinkState(ifname, int(found[0]), bool(flags & IFF_UP), bool(flags & IFF_LOWER_UP))
+    found = link(ifname, netns)
+    return None if found is None else _state(found)
 
 
 def create_veth(
     name: str, peer: str, *, netns: str | None = None, peer_netns: str | None = None
 ) -> None:
     """A veth pair created in `netns`; the peer end is then moved to `peer_netns`."""
-    with iproute(netns) as ipr:
-        ipr.link("add", ifname=name, kind="veth", peer=peer)
+    with rtnl(netns) as conn:
+        conn.add_veth(name, peer)
     if peer_netns != netns:
         move_to_netns(peer, peer_netns, netns=netns)
 
 
 def create_bridge(name: str, *, netns: str | None = None) -> None:
-    with iproute(netns) as ipr:
-        ipr.link("add", ifname=name, kind="bridge")
+    with rtnl(netns) as conn:
+        conn.add_link(name, "bridge")
 
 
 def set_master(ifname: str, master: str | None, *, netns: str | None = None) -> None:
-    with iproute(netns) as ipr:
-        ipr.link("set", index=_index(ipr, ifname), master=_index(ipr, master) if master else 0)
+    with rtnl(netns) as conn:
+        owner = conn.index(master) if master else 0
+        conn.set_link(conn.index(ifname), attrs=attr(IFLA_MASTER, u32(owner)))
 
 
 def delete_link(ifname: str, *, netns: str | None = None) -> bool:
     """Delete an interface; False if it did not exist."""
-    with iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
+    with rtnl(netns) as conn:
+        found = conn.link(ifname)
+        if found is None:
             return False
-        ipr.link("del", index=found[0])
+        conn.delete_link(found.index)
         return True
 
 
 def move_to_netns(ifname: str, target: str | None, *, netns: str | None = None) -> None:
     """Move `ifname` from `netns` to `target` (None: this process's own namespace)."""
-    with iproute(netns) as ipr:
-        index = _index(ipr, ifname)
+    with rtnl(netns) as conn:
+        index = conn.index(ifname)
         if target is None:
-            ipr.link("set", index=index, net_ns_pid=os.getpid())
-        else:
-            ipr.link("set", index=index, net_ns_fd=netns_path(target))
+            conn.set_link(index, attrs=attr(IFLA_NET_NS_PID, u32(os.getpid())))
+            return
+        fd = os.open(netns_path(target), os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            conn.set_link(index, attrs=attr(IFLA_NET_NS_FD, u32(fd)))
+        finally:
+            os.close(fd)
 
 
 def set_link(
@@ -215,16 +210,17 @@ def set_link(
     mac: bytes | str | None = None,
     mtu: int | None = None,
 ) -> None:
-    """Set MAC and MTU first, then the admin state (a MAC change wants the link down)."""
-    with iproute(netns) as ipr:
-        index = _index(ipr, ifname)
-        if mac is not None:
-            text = mac if isinstance(mac, str) else mac.hex(":")
-            ipr.link("set", index=index, address=text)
-        if mtu is not None:
-            ipr.link("set", index=index, mtu=mtu)
-        if up is not None:
-            ipr.link("set", index=index, state="up" if up else "down")
+    """Set MAC and MTU, then the admin state (one request; the kernel applies them in this
+    order, so a MAC is changed while the link is still down)."""
+    attrs = b""
+    if mac is not None:
+        attrs += attr(
+            IFLA_ADDRESS, bytes.fromhex(mac.replace(":", "")) if isinstance(mac, str) else mac
+        )
+    if mtu is not None:
+        attrs += attr(IFLA_MTU, u32(mtu))
+    with rtnl(netns) as conn:
+        conn.set_link(conn.index(ifname), up=up, attrs=attrs)
 
 
 def add_address(
@@ -242,13 +238,10 @@ def add_address(
         flags |= IFA_F_NODAD
     if noprefixroute:
         flags |= IFA_F_NOPREFIXROUTE
-    with iproute(netns) as ipr:
-        ipr.addr(
-            "add",
-            index=_index(ipr, ifname),
-            address=str(iface.ip),
-            prefixlen=iface.network.prefixlen,
-            flags=flags,
+    family = socket.AF_INET6 if iface.version == 6 else socket.AF_INET
+    with rtnl(netns) as conn:
+        conn.add_address(
+            conn.index(ifname), family, iface.ip.packed, iface.network.prefixlen, flags
         )
 
 
@@ -260,17 +253,20 @@ def add_route(
     ifname: str | None = None,
 ) -> None:
     """A route to `dst` ("default" or a prefix) via `gateway` and/or out of `ifname`."""
-    spec: dict[str, Any] = {}
+    via = None if gateway is None else ipaddress.ip_address(gateway)
     if dst == "default":
-        spec["dst"] = "0.0.0.0/0" if gateway is None or ":" not in gateway else "::/0"
+        net = ipaddress.ip_network("::/0" if via is not None and via.version == 6 else "0.0.0.0/0")
     else:
-        spec["dst"] = dst
-    if gateway is not None:
-        spec["gateway"] = gateway
-    with iproute(netns) as ipr:
-        if ifname is not None:
-            spec["oif"] = _index(ipr, ifname)
-        ipr.route("add", **spec)
+        net = ipaddress.ip_network(dst)
+    family = socket.AF_INET6 if net.version == 6 else socket.AF_INET
+    with rtnl(netns) as conn:
+        conn.add_route(
+            family,
+            net.network_address.packed,
+            net.prefixlen,
+            gateway=None if via is None else via.packed,
+            oif=None if ifname is None else conn.index(ifname),
+        )
 
 
 def _sysctl_path(name: str) -> str:
@@ -333,15 +329,15 @@ class LinkMonitor:
     def parse(self, data: bytes) -> list[LinkState]:
         events = []
         offset = 0
-        while offset + _NLMSGHDR.size <= len(data):
-            length, mtype, _, _, _ = _NLMSGHDR.unpack_from(data, offset)
-            if length < _NLMSGHDR.size or offset + length > len(data):
+        while offset + NLMSGHDR.size <= len(data):
+            length, mtype, _, _, _ = NLMSGHDR.unpack_from(data, offset)
+            if length < NLMSGHDR.size or offset + length > len(data):
                 self.malformed += 1
                 break
             if mtype == NLMSG_OVERRUN:
                 self.overrun = True
             elif mtype in (RTM_NEWLINK, RTM_DELLINK):
-                event = _parse_link(data[offset + _NLMSGHDR.size : offset + length], mtype)
+                event = _parse_link(data[offset + NLMSGHDR.size : offset + length], mtype)
                 if event is None:
                     self.malformed += 1
                 else:
@@ -354,23 +350,10 @@ class LinkMonitor:
 
 
 def _parse_link(body: bytes, mtype: int) -> LinkState | None:
-    if len(body) < _IFINFOMSG.size:
+    try:
+        found = parse_link(body)
+    except ValueError:
         return None
-    _, _, index, flags, _ = _IFINFOMSG.unpack_from(body)
-    pos = _IFINFOMSG.size
-    while pos + _RTATTR.size <= len(body):
-        alen, atype = _RTATTR.unpack_from(body, pos)
-        if alen < _RTATTR.size or pos + alen > len(body):
-            return None
-        if atype == IFLA_IFNAME:
-            raw = body[pos + _RTATTR.size : pos + alen]
-            name = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
-            return LinkState(
-                name,
-                index,
-                bool(flags & IFF_UP),
-                bool(flags & IFF_LOWER_UP),
-                deleted=mtype == RTM_DELLINK,
-            )
-        pos += (alen + 3) & ~3
-    return None
+    if not found.name:  # every link message names its interface
+        return None
+    return _state(found, deleted=mtype == RTM_DELLINK)

@@ -83,14 +83,10 @@ def poll_kernel(netns: str | None, ports: Sequence["TapPort"]) -> None:
     """Read the kernel counters of `ports`, all in `netns`, with one link dump. Never raises:
     a namespace or TAP that is gone keeps its last counts."""
     try:
-        with netlink.iproute(netns) as ipr:
-            stats = {
-                str(link.get_attr("IFLA_IFNAME")): link.get_attr("IFLA_STATS64")
-                for link in ipr.link("dump")
-            }
-    except Exception:  # a side channel of status: whatever pyroute2 raises, counts stay
+        links = netlink.links(netns)
+    except Exception:  # a side channel of status: whatever the dump raises, counts stay
         return
-    apply_link_stats(ports, {k: v for k, v in stats.items() if v is not None})
+    apply_link_stats(ports, {link.name: link.stats for link in links if link.stats is not None})
 
 
 def set_carrier(fd: int, up: bool) -> None:

@@ -13,16 +13,7 @@ from hypothesis import strategies as st
 
 from vswitch import port as port_module
 from vswitch import tap
-from vswitch.netlink import (
-    IFF_LOWER_UP,
-    IFF_UP,
-    IFLA_IFNAME,
-    NLMSG_OVERRUN,
-    RTM_DELLINK,
-    RTM_NEWLINK,
-    LinkMonitor,
-    LinkState,
-)
+from vswitch.netlink import IFF_LOWER_UP, NLMSG_OVERRUN, LinkMonitor, LinkState
 from vswitch.port import DeviceCounters, DevicePort, read_fd_batch, tx_drop_reason
 from vswitch.raw import (
     PACKET_STATISTICS,
@@ -33,6 +24,7 @@ from vswitch.raw import (
     plain_frames,
     read_packet_statistics,
 )
+from vswitch.rtnl import IFF_UP, IFLA_IFNAME, RTM_DELLINK, RTM_NEWLINK
 
 
 def ones_sum(data: bytes) -> int:

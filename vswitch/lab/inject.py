@@ -26,7 +26,6 @@ import termios
 import time
 from collections import Counter
 from collections.abc import Iterator
-from typing import Any
 
 from vswitch import netlink
 from vswitch.stream import LENGTH
@@ -90,13 +89,11 @@ def untag_discards(frame: bytes) -> bool:
 def link_counters(netns: str | None, ifname: str) -> dict[str, int]:
     """The kernel's counters of `ifname` in `netns` (COUNTERS from IFLA_STATS64); LookupError
     if there is no such interface."""
-    with netlink.iproute(netns) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            raise LookupError(f"no interface {ifname} in {netns or 'this namespace'}")
-        link: Any = ipr.link("get", index=found[0])[0]
-        stats = link.get_attr("IFLA_STATS64") or {}
-        return {key: int(stats.get(key, 0)) for key in COUNTERS}
+    link = netlink.link(ifname, netns)
+    if link is None:
+        raise LookupError(f"no interface {ifname} in {netns or 'this namespace'}")
+    stats = link.stats or {}
+    return {key: stats.get(key, 0) for key in COUNTERS}
 
 
 def delta(after: dict[str, int], before: dict[str, int]) -> dict[str, int]:
