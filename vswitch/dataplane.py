@@ -24,7 +24,8 @@ import asyncio
 import errno
 import functools
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -137,6 +138,8 @@ class DataPlane:
         self.shares: Callable[[str], Share | None] | None = None
         # called before a delegated device is closed (the workers must let go of it first)
         self.before_close: Callable[[DevicePort], None] | None = None
+        # switches the node sent to inside `held()`, written when it ends
+        self._held: set[SwitchRuntime] | None = None
         self.closed = False
         self._poll_timer = self.loop.call_later(KERNEL_POLL, self._poll_tick)
 
@@ -303,8 +306,7 @@ class DataPlane:
         a failed write on one of several ports is a per-port drop."""
         rt = self.switches[switch]
         queued = rt.fwd.inject(frame, port)
-        if rt not in self._busy:
-            self._flush(rt)
+        self._written(rt)
         return None if queued else errno.ENETDOWN
 
     def write(self, switch: str, port: str, frame: bytes) -> None:
@@ -314,8 +316,31 @@ class DataPlane:
         if rt is None or fport is None:
             return  # the port went away meanwhile
         fport.outq.append(frame)
-        if rt not in self._busy:
-            self._flush(rt)  # impairment and capture of the port apply, as to its own frames
+        self._written(rt)  # impairment and capture of the port apply, as to its own frames
+
+    def _written(self, rt: SwitchRuntime) -> None:
+        if rt in self._busy:
+            return  # the batch being switched writes it
+        if self._held is not None:
+            self._held.add(rt)
+        else:
+            self._flush(rt)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """What the node sends meanwhile (`send`, `write`) is written when the block ends: one
+        walk of a switch's ports for all of it, not one per frame (the 255 advertisements of
+        one timer were 255 walks of 257 ports). A nested block writes when the outer ends."""
+        if self._held is not None:
+            yield
+            return
+        held = self._held = set()
+        try:
+            yield
+        finally:
+            self._held = None
+            for rt in held:
+                self._flush(rt)
 
     # -- link state ----------------------------------------------------------------------------
 

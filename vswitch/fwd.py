@@ -126,6 +126,8 @@ class Switch:
         self._special: frozenset[bytes] = frozenset()
         self._owners: dict[bytes, Port] = {}  # special MACs of our own kernel ports
         self._inject_flood: tuple[Callable[[bytes], None], ...] = ()
+        # the ports that are not the node's own kernel's: the switch's link to the world
+        self.external: tuple[Port, ...] = ()
         self._monitors: tuple[Port, ...] = ()  # monitor ports with link, for _mirror
         self._zero_hdr = bytes(vnet_hdr)
         self._next_sweep = 0.0
@@ -213,16 +215,15 @@ class Switch:
 
     def _recompute(self) -> None:
         ports = list(self.ports.values())
+        # few ports take floods (carp TAPs do not): n x that, not n x n with 255 carp TAPs
+        takers = [q for q in ports if q.flood and q.link_up]
         for p in ports:
             p._flood = tuple(
-                q.outq.append
-                for q in ports
-                if q is not p and q.flood and q.link_up and not (p.kernel and q.kernel)
+                q.outq.append for q in takers if q is not p and not (p.kernel and q.kernel)
             )
-        self._inject_flood = tuple(
-            q.outq.append for q in ports if q.flood and q.link_up and not q.kernel
-        )
+        self._inject_flood = tuple(q.outq.append for q in takers if not q.kernel)
         self._monitors = tuple(q for q in ports if q.monitor and q.link_up)
+        self.external = tuple(q for q in ports if not q.kernel)
 
     def _forget(self, port: Port) -> None:
         table = self._table

@@ -52,7 +52,7 @@ from vswitch.build import NodeDevices, cookie, undo
 from vswitch.carphooks import CarpHooks
 from vswitch.config import ConfigError, NodeConfig
 from vswitch.dataplane import DataPlane
-from vswitch.fwd import Emit, Port
+from vswitch.fwd import Emit
 from vswitch.logsink import LogSink, StderrSink
 from vswitch.neigh import NeighbourCache
 from vswitch.nodeworkers import Forwarders
@@ -181,29 +181,34 @@ class Node:
 
         Each action and each listener runs on its own: one that raises (a log sink on a closed
         pipe, a listener's bug) is logged once per kind and counted, and the others still run,
-        so a MASTER still advertises and answers ARP; the timer is re-armed whatever happens."""
+        so a MASTER still advertises and answers ARP; the timer is re-armed whatever happens.
+        What they send is written when they are all done (`DataPlane.held`)."""
         try:
-            results: list[Action] = []
-            changed = False
-            for action in actions:
-                try:
-                    changed |= self._apply_one(now, action, results)
-                except Exception as exc:
-                    self._failed(_kind(action), exc)
-            if changed:
-                try:
-                    self.refresh()
-                except Exception as exc:
-                    self._failed("data path refresh", exc)
-            for listener in list(self.listeners):
-                try:
-                    listener(now, actions)
-                except Exception as exc:
-                    self._failed(f"listener {getattr(listener, '__qualname__', listener)}", exc)
-            if results:
-                self.apply(now, results)
+            with self.dataplane.held():
+                self._apply(now, actions)
         finally:
             self._rearm()
+
+    def _apply(self, now: float, actions: Sequence[Action]) -> None:
+        results: list[Action] = []
+        changed = False
+        for action in actions:
+            try:
+                changed |= self._apply_one(now, action, results)
+            except Exception as exc:
+                self._failed(_kind(action), exc)
+        if changed:
+            try:
+                self.refresh()
+            except Exception as exc:
+                self._failed("data path refresh", exc)
+        for listener in list(self.listeners):
+            try:
+                listener(now, actions)
+            except Exception as exc:
+                self._failed(f"listener {getattr(listener, '__qualname__', listener)}", exc)
+        if results:
+            self._apply(now, results)
 
     def _apply_one(self, now: float, action: Action, results: list[Action]) -> bool:
         """One action; True when the data path must be refreshed."""
@@ -244,7 +249,7 @@ class Node:
                 self.counters["adverts_unresolved"] += 1
                 return errno.EHOSTDOWN  # not counted as a send error for a unicast peer (§4.6)
             frame = mac + frame[6:]
-        external = self._external(action.carpdev)
+        external = self.dataplane.switch(action.carpdev).external
         if external and not any(p.link_up for p in external):
             return errno.ENETDOWN
         error = self.dataplane.send(action.carpdev, frame, action.port)
@@ -343,12 +348,9 @@ class Node:
         finally:
             self._rearm(floor)
 
-    def _external(self, switch: str) -> list[Port]:
-        return [p for p in self.dataplane.switch(switch).ports.values() if not p.kernel]
-
     def _link_of(self, switch: str) -> bool:
         """A switch (carpdev) has link while any of its non-kernel ports has, or has none."""
-        external = self._external(switch)
+        external = self.dataplane.switch(switch).external
         return not external or any(p.link_up for p in external)
 
     def _on_port_link(self, switch: str, port: str, up: bool) -> None:

@@ -135,6 +135,33 @@ def test_hooks_can_send_through_the_data_plane() -> None:
     run(scenario)
 
 
+def test_frames_sent_while_held_are_written_when_the_block_ends() -> None:
+    async def scenario(dp: DataPlane) -> None:
+        dp.add_switch("lan0", offload=False)
+        p1, f1 = fake(dp, "lan0", "p1")
+        _, f2 = fake(dp, "lan0", "p2")
+        writes: list[int] = []
+        real = p1.write_batch
+        p1.write_batch = lambda frames: writes.append(len(frames)) or real(frames)  # type: ignore[method-assign]
+        with dp.held():
+            for i in range(3):
+                assert dp.send("lan0", eth(A, B, bytes([i])), port="p1") is None
+            with dp.held():  # nested: written with the outer block
+                dp.write("lan0", "p1", eth(A, B, b"w"))
+            assert f1.drain() == [] and writes == []
+            assert dp.send("lan0", eth(BCAST, B, b"all")) is None
+        assert f1.drain() == [eth(A, B, bytes([i])) for i in range(3)] + [
+            eth(A, B, b"w"),
+            eth(BCAST, B, b"all"),
+        ]
+        assert writes == [5]  # one write batch for the port
+        assert f2.drain() == [eth(BCAST, B, b"all")]
+        dp.send("lan0", eth(A, B, b"now"), port="p1")  # outside a block: at once
+        assert f1.drain()[-1] == eth(A, B, b"now")
+
+    run(scenario)
+
+
 def test_a_vanished_device_is_dropped_from_the_loop_and_reported_down() -> None:
     async def scenario(dp: DataPlane) -> None:
         dp.add_switch("lan0", offload=False)
