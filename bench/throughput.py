@@ -45,7 +45,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -123,6 +123,8 @@ METRICS = (
     Metric("rtt_median_ms", "ping median", "ms", "vde", False),
     Metric("rtt_p99_ms", "ping p99", "ms", "vde", False),
 )
+CPU_KEYS = ("tcp1", "udp64", "frames60")  # measurements with the switch's CPU time taken
+CPU_LABELS = {"tcp1": "TCP 1 stream", "udp64": "UDP 64 B", "frames60": "60 B frames"}
 BASELINE_NAMES = {"bridge": "Linux bridge", "vde": "vde_switch", "vswitch": "vswitch TAP to TAP"}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 NODE_START = 15.0  # seconds for the node to serve, and for its carp0 to become MASTER
@@ -478,6 +480,46 @@ def listening(lab: Lab, ns: str, port: int = 5201) -> bool:
     return f":{port} " in lab.run(ns, ["ss", "-tln"]).stdout
 
 
+def process_ticks(pid: int) -> tuple[int, int]:
+    """utime and stime (clock ticks) of `pid` and its children (the node's forwarding
+    workers); a process gone meanwhile counts nothing."""
+    total_user = total_sys = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
+            total_user += int(fields[11])
+            total_sys += int(fields[12])
+    return total_user, total_sys
+
+
+class SwitchCpu:
+    """CPU the switch process (with its children) spends during each measurement, so that a
+    table can say how much of it is the kernel's (system time: TAP reads and writes, and the
+    receiving stack run inside a write) and how much the switch's own (user time)."""
+
+    def __init__(self, path: Path) -> None:
+        self.pid = path.processes[0].pid if path.processes else None
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def during(self, key: str) -> Iterator[None]:
+        if self.pid is None:
+            yield
+            return
+        before = process_ticks(self.pid)
+        yield
+        after = process_ticks(self.pid)
+        tick = os.sysconf("SC_CLK_TCK")
+        self.seconds[f"{key}_user_s"] = (after[0] - before[0]) / tick
+        self.seconds[f"{key}_sys_s"] = (after[1] - before[1]) / tick
+
+
 def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
     if not lab.ping(path.a, path.dst, deadline=10):
         raise RuntimeError(f"no connectivity from a to {path.dst}")
@@ -493,14 +535,18 @@ def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
         d = settings.duration
         res: dict[str, float] = {}
         res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, settings.pings)
-        res["tcp1_gbps"] = tcp_gbps(lab, path, d, 1)
+        cpu = SwitchCpu(path)
+        with cpu.during("tcp1"):
+            res["tcp1_gbps"] = tcp_gbps(lab, path, d, 1)
         res["tcp1r_gbps"] = tcp_gbps(lab, path, d, 1, reverse=True)
         res["tcp4_gbps"] = tcp_gbps(lab, path, d, 4)
         if path.small_frames:
-            res["udp64_kpps"] = udp64_kpps(lab, path, d, settings.udp_rate)
+            with cpu.during("udp64"):
+                res["udp64_kpps"] = udp64_kpps(lab, path, d, settings.udp_rate)
             if settings.trafgen:
-                res["frames60_kpps"] = frames60_kpps(lab, path, d)
-        return res
+                with cpu.during("frames60"):
+                    res["frames60_kpps"] = frames60_kpps(lab, path, d)
+        return res | {f"cpu_{k}": v for k, v in cpu.seconds.items()}
     finally:
         lab.stop(server)
 
@@ -637,6 +683,25 @@ def table(results: dict[str, dict[str, float]]) -> str:
     return text_table(["", *paths], rows, rule=False)
 
 
+def cpu_table(results: dict[str, dict[str, float]], duration: float) -> str:
+    """The switch process's CPU per measurement: the share of a core it used, and how much of
+    that was in the kernel (system time)."""
+    rows = []
+    for p, values in results.items():
+        row = [p]
+        for key in CPU_KEYS:
+            user, sys_ = values.get(f"cpu_{key}_user_s"), values.get(f"cpu_{key}_sys_s")
+            if user is None or sys_ is None or user + sys_ <= 0:
+                row.append("-")
+                continue
+            busy = user + sys_
+            row.append(f"{100 * busy / duration:.0f} % ({100 * sys_ / busy:.0f} % kernel)")
+        if any(cell != "-" for cell in row[1:]):
+            rows.append(row)
+    head = ["switch process CPU", *(CPU_LABELS[k] for k in CPU_KEYS)]
+    return text_table(head, rows, rule=False)
+
+
 def picture(results: dict[str, dict[str, float]], title: str) -> timeline.Figure:
     groups = []
     for reference in (None, REFERENCE):
@@ -704,6 +769,7 @@ def main(argv: list[str] | None = None) -> int:
                 counters[p] = stats
     results = {p: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for p, rs in runs.items()}
     print(table(results))
+    print(cpu_table(results, duration))
     report = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": host_info(load_before),
