@@ -45,6 +45,7 @@ DEFAULT_AGEING = 300.0  # seconds, as the Linux bridge and carp(4)'s bridge(4)
 DEFAULT_MAX_ENTRIES = 8192  # bound the table against a flood of random source MACs
 ETH_HLEN = 14
 _ZERO_MAC = bytes(6)
+_PINNED = float("inf")  # the time of a pinned entry (`Switch.pin`): never aged out
 _ETH_P_ARP = b"\x08\x06"
 _ARP_ETHER = b"\x00\x01"  # ARP hardware type Ethernet
 _ARP_LEN = 28  # an Ethernet/IPv4 ARP packet; the sender hardware address is at 8..14
@@ -119,6 +120,9 @@ class Switch:
         self.on_special: SpecialHook | None = None
         self.on_multicast: MulticastHook | None = None
         self.egress_filter: EgressFilter | None = None
+        # a MAC learned anew or moved (the slow path): the node tells its forwarding workers
+        # where the stations of the ports it serves itself are (vswitch/nodeworkers.py)
+        self.on_learned: Callable[[], None] | None = None
         self.table_full = 0  # sources not learned because the table was full
         self.bad_emits = 0  # hook output naming an unknown port
         self.ports: dict[str, Port] = {}
@@ -259,6 +263,25 @@ class Switch:
             if port is not None:
                 out.append((mac, port.name, now - entry[1]))
         return out
+
+    def learned_on(self, ports: Iterable[str]) -> dict[bytes, str]:
+        """MAC -> port of the learned stations on `ports`."""
+        wanted = {self.ports[name] for name in ports if name in self.ports}
+        return {mac: e[0].name for mac, e in self._table.items() if e[0] in wanted}
+
+    def pin(self, macs: Mapping[bytes, str]) -> None:
+        """Stations another process learned (a forwarding worker is told where the node's own
+        ports' stations are): they stay until the next `pin` leaves them out or they are seen
+        on a port here (a move), and never age out meanwhile. A special MAC is not pinned."""
+        table = self._table
+        for mac in [m for m, e in table.items() if e[1] == _PINNED and m not in macs]:
+            del table[mac]
+        for mac, name in macs.items():
+            port = self.ports.get(name)
+            if port is None or mac in self._special:
+                continue
+            if len(table) < self.max_entries or mac in table:
+                table[mac] = [port, _PINNED]
 
     def expire(self, now: float) -> None:
         """Remove entries not seen for `ageing` seconds (forward() calls this by itself)."""
@@ -407,9 +430,12 @@ class Switch:
             if not port.kernel:
                 e[1] = now
                 e[2] = port
+            return
         else:
             e[0] = port  # station moved
             e[1] = now
+        if self.on_learned is not None:
+            self.on_learned()
 
     def _to_special(self, now: float, port: Port, frame: bytes, d: _Entry | None) -> None:
         o = self.vnet_hdr

@@ -8,6 +8,7 @@ peer's advertisement reaches the protocol as soon as the node process runs, not 
 busy with traffic gets to it (the workers only switch those on).
 """
 
+import asyncio
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from carp.datapath import DataPathStats
     from vswitch.node import Node
 
+STATIONS_DELAY = 0.05  # seconds from a station learned to the State that tells the workers
 ADVERT_READ = 2048  # an advertisement is under 100 bytes; IPv6 extension headers fit too
 
 Failed = Callable[[str, Exception], None]
@@ -35,11 +37,14 @@ class Forwarders:
         self.failed = failed
         self.pool = WorkerPool(node.dataplane.loop, count, self._message)
         self._sockets: dict[tuple[str, str], tuple[DevicePort, socket.socket]] = {}
+        self._publish_soon: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
         dp = self.node.dataplane
         dp.shares = self.pool.share
         dp.before_close = self._release
+        for rt in dp.switches.values():
+            rt.fwd.on_learned = self._learned
         self.pool.after_batch = self.node._due
         self.pool.start(self._layouts())
 
@@ -55,6 +60,9 @@ class Forwarders:
             self.failed("forwarding workers", exc)
 
     def close(self) -> None:
+        if self._publish_soon is not None:
+            self._publish_soon.cancel()
+            self._publish_soon = None
         self.pool.close()
         loop = self.node.dataplane.loop
         for _, sock in self._sockets.values():
@@ -85,12 +93,32 @@ class Forwarders:
             for sc in host.carpifs.values()
             if sc.params.carppeer is not None
         )
+        delegated = node.dataplane.delegated
         return State(
             node.datapath.decisions(),
             {n: (rt.fwd.special_macs, rt.fwd.special_owners) for n, rt in switches.items()},
             {n: {p: fp.link_up for p, fp in rt.fwd.ports.items()} for n, rt in switches.items()},
             peers,
+            {
+                n: rt.fwd.learned_on(p for p, d in rt.devices.items() if d.kind not in delegated)
+                for n, rt in switches.items()
+            },
         )
+
+    def _learned(self) -> None:
+        """A station learned on a port this process serves: the workers hear of it soon, in
+        one State for all learned meanwhile (a burst of new stations is one publish)."""
+        if self._publish_soon is None:
+            self._publish_soon = self.node.dataplane.loop.call_later(
+                STATIONS_DELAY, self._publish_stations
+            )
+
+    def _publish_stations(self) -> None:
+        self._publish_soon = None
+        try:
+            self.publish()
+        except Exception as exc:
+            self.failed("forwarding workers' stations", exc)
 
     def _layouts(self) -> list[Layout]:
         # the running pool's count: a reload that changes [node] workers needs a restart

@@ -218,6 +218,7 @@ class Worker:
             macs, owners = state.special.get(name, (frozenset(), {}))
             if rt.fwd.special_macs != macs:
                 rt.fwd.set_special_macs(set(macs), owners=owners)
+            rt.fwd.pin(state.stations.get(name, {}))
             for port, up in state.links.get(name, {}).items():
                 dev = rt.devices.get(port)
                 if dev is not None and dev.link_up != up:

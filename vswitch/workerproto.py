@@ -59,6 +59,9 @@ class State:
     # the configured unicast carppeers (packed IPv4): only their ARP frames go to the node's
     # neighbour cache, whatever else an ARP storm brings
     carppeers: frozenset[bytes] = frozenset()
+    # switch -> MAC -> port: the stations the node learned on the ports it serves itself (the
+    # socket ports), pinned in the workers' tables so that frames for them are not flooded
+    stations: dict[str, dict[bytes, str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

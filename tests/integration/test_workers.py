@@ -4,7 +4,8 @@ process with rt_priority.
 
 Checked: the pair elects and routes the clients through the master (carp decisions applied in
 the workers), the master's status counts the workers' frames and shows its scheduling, a port
-added at run time is served by a new set of workers, impairment is refused with the fix, and a
+added at run time is served by a new set of workers, a frame for a VM on a stream port (a
+station the node learned) is not flooded by the workers, impairment is refused with the fix, and a
 `kill -9` of the master takes its workers (and so its TAPs and sockets) with it, so the backup
 takes over.
 """
@@ -25,6 +26,7 @@ import pytest
 from carp.wire import frame_is_carp
 from vswitch import netlink
 from vswitch.lab.gateway import LAN_VIP, UPSTREAM, Gateway, GatewayLab, pair_specs
+from vswitch.lab.inject import Injector
 from vswitch.lab.netns import Lab
 from vswitch.netlink import link_index
 from vswitch.raw import carp_socket
@@ -117,6 +119,87 @@ def test_a_port_added_at_run_time_gets_new_workers(lab: GatewayLab) -> None:
     finally:
         deleted = vswitch("port", "del", "lan0", "vm9", "-s", gwa.socket_path)
         assert deleted.returncode == 0, deleted.stderr
+
+
+def test_stations_on_a_socket_port_are_not_flooded_by_the_workers(
+    lab: GatewayLab, tmp_path: Path
+) -> None:
+    """A VM on a stream port (served by the node process): once the node learned its MAC, a
+    frame for it from the LAN (read by a worker) goes to that port alone, not to every port
+    of the switch; an observer TAP port on the same switch sees nothing of it."""
+    gwa = lab.gateways[0]
+    sock_path = str(tmp_path / "vm7.sock")
+    ns = lab.lab.netns("observe")
+    station = bytes.fromhex("020000000707")
+    before = status(gwa)["workers"]["pids"]
+    for args in (("vm7", "type=stream", f"path={sock_path}"), ("vm6", "type=tap", f"netns={ns}")):
+        added = vswitch("port", "add", "lan0", *args, "-s", gwa.socket_path)
+        assert added.returncode == 0, added.stderr
+    vm = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        lab.wait_for(lambda: link_index("vm6", ns) is not None and os.path.exists(sock_path), 10)
+        lab.lab.link(ns, "vm6", up=True)
+
+        def new_set() -> bool:
+            w = status(gwa)["workers"]
+            return w["ready"] == WORKERS and not set(w["pids"]) & set(before)
+
+        lab.wait_for(new_set, 15)
+        with netlink.in_netns(ns):
+            observer = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))
+        observer.bind(("vm6", 0))
+        observer.setblocking(False)
+        vm.connect(sock_path)
+        vm.settimeout(5)
+        hello = b"\xff" * 6 + station + b"\x88\xb5" + b"hello".ljust(46, b"\0")
+        vm.sendall(len(hello).to_bytes(4, "big") + hello)  # the node learns the station
+        client_mac = bytes.fromhex(
+            lab.lab.run(lab.clients[0], ["cat", "/sys/class/net/eth0/address"])
+            .stdout.strip()
+            .replace(":", "")
+        )
+
+        def observed(payload: bytes) -> bool:
+            got = False
+            with contextlib.suppress(BlockingIOError):
+                while True:
+                    got |= payload in observer.recv(4096)
+            return got
+
+        def flooded(n: int) -> bool:
+            """One frame for the station from the client: it reaches the VM (read off the
+            stream); whether the observer port got a copy too."""
+            payload = b"probe%04d" % n
+            frame = station + client_mac + b"\x88\xb5" + payload.ljust(46, b"\0")
+            with Injector(lab.clients[0], "eth0") as inj:
+                assert inj.send(bytes(10), frame)
+            while True:  # the VM gets it whatever the workers' tables say
+                length = int.from_bytes(recv_exactly(vm, 4), "big")
+                if payload in recv_exactly(vm, length):
+                    break
+            return observed(payload)
+
+        for n in range(200):
+            if not flooded(n):
+                break
+        else:
+            pytest.fail("frames for the station on the stream port were flooded every time")
+        for n in range(200, 205):
+            assert not flooded(n), "a frame for a known station was flooded"
+    finally:
+        vm.close()
+        for name in ("vm7", "vm6"):
+            deleted = vswitch("port", "del", "lan0", name, "-s", gwa.socket_path)
+            assert deleted.returncode == 0, deleted.stderr
+
+
+def recv_exactly(sock: socket.socket, n: int) -> bytes:
+    data = b""
+    while len(data) < n:
+        chunk = sock.recv(n - len(data))
+        assert chunk, "the stream port closed"
+        data += chunk
+    return data
 
 
 def test_an_address_added_at_run_time_swaps_the_carp_tap_under_the_workers(

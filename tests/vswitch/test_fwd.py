@@ -832,3 +832,36 @@ def test_learning_arp_batches_switch_like_single_frames(
             batched += [(p.name, f) for p, fs in many.drain() for f in fs]
     assert sorted(batched) == sorted(singles)
     assert one.entries(1.0) == many.entries(1.0)
+
+
+def test_learning_anew_or_a_move_is_told_and_learned_stations_listed_by_port() -> None:
+    sw, p1, p2, _ = three()
+    told: list[int] = []
+    sw.on_learned = lambda: told.append(sw.table_size)
+    sw.forward(1.0, p1, [eth(BCAST, A), eth(BCAST, A)])  # once: the second only refreshes
+    assert told == [1]
+    sw.forward(1.0, p2, [eth(BCAST, B), eth(BCAST, A)])  # B anew, A moved
+    assert told == [1, 2, 2]
+    sw.set_special_macs([VMAC])
+    sw.forward(1.0, p1, [eth(BCAST, VMAC)])  # a virtual MAC from the segment: not a station
+    assert told == [1, 2, 2]
+    assert sw.learned_on(["p2"]) == {A: "p2", B: "p2"}
+    assert sw.learned_on(["p1", "nonesuch"]) == {}
+
+
+def test_pinned_stations_never_age_and_go_when_left_out_or_seen_elsewhere() -> None:
+    sw, p1, p2, _ = three(ageing=10.0)
+    sw.set_special_macs([VMAC])
+    sw.pin({A: "p3", B: "p3", VMAC: "p3", C: "nonesuch"})  # a special MAC or no port: skipped
+    assert sw.lookup(A) == "p3" and sw.lookup(B) == "p3"
+    assert sw.lookup(VMAC) is None and sw.lookup(C) is None
+    sw.forward(1000.0, p1, [eth(A, C)])  # long past the ageing time
+    assert out(sw) == {"p3": [eth(A, C)]}
+    sw.pin({A: "p3"})  # B left out
+    assert sw.lookup(B) is None and sw.lookup(A) == "p3"
+    assert sw.lookup(C) == "p1"  # a station learned here is not touched by a pin
+    sw.forward(1001.0, p2, [eth(BCAST, A)])  # A seen on p2: moved, and ages from now on
+    sw.pin({})
+    assert sw.lookup(A) == "p2"
+    sw.expire(1012.0)
+    assert sw.lookup(A) is None

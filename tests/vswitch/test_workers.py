@@ -11,7 +11,7 @@ import socket
 import struct
 import subprocess
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -395,6 +395,49 @@ def test_a_published_link_state_stops_floods_to_the_port() -> None:
         else:
             pytest.fail("the link of b never came up again")
         assert rig.relayed() == sent  # the relay got every probe, whatever b's link
+
+    run_uvloop(scenario)
+
+
+def test_stations_the_node_learned_on_its_ports_are_not_flooded() -> None:
+    """The node serves the socket ports and learns their stations; the State pins them in the
+    workers' tables, so a frame for one goes to the relay alone, not to every port."""
+    station = bytes.fromhex("02000000000c")
+
+    async def scenario(rig: Rig) -> None:
+        a, b = rig.a[0], rig.b[0]
+        sent: list[bytes] = []
+
+        async def flooded() -> bool:
+            """A unicast frame for the station, then a broadcast marker behind it: whether
+            the unicast frame reached b (known once the marker is at the relay)."""
+            frame = eth(station, A, len(sent).to_bytes(4, "big"))
+            marker = eth(BCAST, A, b"marker" + len(sent).to_bytes(4, "big"))
+            sent.append(frame)
+            before = len(b.drain())
+            a.send(frame)
+            a.send(marker)
+            await until(lambda: rig.relayed()[-1:] == [marker], "the marker at the relay")
+            after = b.drain()[before:]
+            assert after in ([marker], [frame, marker])
+            assert frame in rig.relayed()  # the relay gets it either way
+            return frame in after
+
+        assert await flooded()  # unknown: flooded
+        rig.pool.publish(replace(state(), stations={SWITCH: {station: RELAY}}))
+        for _ in range(500):
+            if not await flooded():
+                break
+        else:
+            pytest.fail("the station was never pinned")
+        for _ in range(5):
+            assert not await flooded()
+        rig.pool.publish(state())  # the node forgot it: unpinned, flooded again
+        for _ in range(500):
+            if await flooded():
+                break
+        else:
+            pytest.fail("the station was never unpinned")
 
     run_uvloop(scenario)
 
