@@ -10,7 +10,6 @@ socket, the metrics endpoint and the hooks (a running hook's process group is ki
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import functools
 import gc
 import logging
@@ -23,6 +22,7 @@ from typing import Any
 import uvloop
 
 from carp.actions import StateChanged
+from vswitch import heap
 from vswitch.config import ConfigError, NodeConfig, load_config
 from vswitch.control import ControlServer
 from vswitch.dataplane import DataPlane
@@ -147,7 +147,7 @@ async def serve(
         # collection pause (which delays advertisements) walks only what is new
         gc.collect()
         gc.freeze()
-        release_free_memory()
+        heap.settle()
         for early in held.take():  # what came during start-up
             if early == signal.SIGHUP:
                 reload()
@@ -159,13 +159,6 @@ async def serve(
         return 0
     finally:
         await cleanup.aclose()
-
-
-def release_free_memory() -> None:
-    """Give the heap start-up freed (config validation, imports' temporaries) back to the
-    system (glibc malloc_trim): RSS is what a node costs. Nothing happens without glibc."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None).malloc_trim(0)
 
 
 def _hold_again(loop: asyncio.AbstractEventLoop, held: HeldSignals) -> None:

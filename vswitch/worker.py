@@ -31,6 +31,7 @@ import uvloop
 from carp.actions import Action, Deliver, Transmit
 from carp.datapath import DataPath
 from carp.params import CarpDev
+from vswitch import heap
 from vswitch.carphooks import CarpHooks
 from vswitch.dataplane import DataPlane
 from vswitch.fwd import Emit
@@ -315,6 +316,7 @@ async def serve(fd: int) -> None:
     # Ctrl-C or systemd's SIGTERM to the whole group must not stop it before the node bows out
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, signal.SIG_IGN)
+    heap.settle()
     worker.send(("ready", layout.index))
     await worker.done
     try:
