@@ -481,8 +481,8 @@ def listening(lab: Lab, ns: str, port: int = 5201) -> bool:
 
 
 def process_ticks(pid: int) -> tuple[int, int]:
-    """utime and stime (clock ticks) of `pid` and its children (the node's forwarding
-    workers); a process gone meanwhile counts nothing."""
+    """utime and stime (clock ticks) of `pid` and its living children (the node's forwarding
+    workers, which live as long as the node in a measurement)."""
     total_user = total_sys = 0
     for entry in os.listdir("/proc"):
         if not entry.isdigit():

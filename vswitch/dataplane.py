@@ -339,8 +339,14 @@ class DataPlane:
             yield
         finally:
             self._held = None
-            for rt in held:
-                self._flush(rt)
+            failed: Exception | None = None
+            for rt in held:  # every switch is written, whatever one of them raises
+                try:
+                    self._flush(rt)
+                except Exception as exc:
+                    failed = failed or exc
+            if failed is not None:
+                raise failed
 
     # -- link state ----------------------------------------------------------------------------
 

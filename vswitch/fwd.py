@@ -120,15 +120,16 @@ class Switch:
         self.on_special: SpecialHook | None = None
         self.on_multicast: MulticastHook | None = None
         self.egress_filter: EgressFilter | None = None
-        # a MAC learned anew or moved (the slow path): the node tells its forwarding workers
-        # where the stations of the ports it serves itself are (vswitch/nodeworkers.py)
-        self.on_learned: Callable[[], None] | None = None
+        # stations learned anew, moved or aged out (the slow paths): the node tells its
+        # forwarding workers where those of the ports it serves itself are (nodeworkers.py)
+        self.on_stations: Callable[[], None] | None = None
         self.table_full = 0  # sources not learned because the table was full
         self.bad_emits = 0  # hook output naming an unknown port
         self.ports: dict[str, Port] = {}
         self._table: dict[bytes, _Entry] = {}
         self._special: frozenset[bytes] = frozenset()
         self._owners: dict[bytes, Port] = {}  # special MACs of our own kernel ports
+        self._pinned: set[bytes] = set()  # the MACs of the last `pin`
         self._inject_flood: tuple[Callable[[bytes], None], ...] = ()
         # the ports that are not the node's own kernel's: the switch's link to the world
         self.external: tuple[Port, ...] = ()
@@ -214,7 +215,8 @@ class Switch:
                 table[mac] = [_SPECIAL, 0.0, None]
             else:
                 learned: Port = entry[0]
-                table[mac] = [_SPECIAL, entry[1], None if learned.kernel else learned]
+                seen = 0.0 if entry[1] == _PINNED else entry[1]  # a pin's location ages here
+                table[mac] = [_SPECIAL, seen, None if learned.kernel else learned]
         self._special = new
 
     def _recompute(self) -> None:
@@ -271,24 +273,40 @@ class Switch:
 
     def pin(self, macs: Mapping[bytes, str]) -> None:
         """Stations another process learned (a forwarding worker is told where the node's own
-        ports' stations are): they stay until the next `pin` leaves them out or they are seen
-        on a port here (a move), and never age out meanwhile. A special MAC is not pinned."""
+        ports' stations are): they stay until a later `pin` leaves them out or they are seen
+        on a port here (a move, which a later pin does not undo), and never age out meanwhile.
+        A special MAC is not pinned, and pins never take the table's last quarter."""
         table = self._table
-        for mac in [m for m, e in table.items() if e[1] == _PINNED and m not in macs]:
-            del table[mac]
+        for mac in self._pinned - macs.keys():
+            e = table.get(mac)
+            if e is not None and e[0] is not _SPECIAL and e[1] == _PINNED:
+                del table[mac]
+        pinned = set()
+        room = self.max_entries - self.max_entries // 4 - len(table)
         for mac, name in macs.items():
             port = self.ports.get(name)
+            e = table.get(mac)
             if port is None or mac in self._special:
                 continue
-            if len(table) < self.max_entries or mac in table:
-                table[mac] = [port, _PINNED]
+            if e is None:
+                if room <= 0:
+                    continue
+                room -= 1
+            elif e[1] != _PINNED:
+                continue  # learned here, later than the node could know
+            table[mac] = [port, _PINNED]
+            pinned.add(mac)
+        self._pinned = pinned
 
     def expire(self, now: float) -> None:
         """Remove entries not seen for `ageing` seconds (forward() calls this by itself)."""
         limit = now - self.ageing
         table = self._table
-        for mac in [m for m, e in table.items() if e[0] is not _SPECIAL and e[1] < limit]:
+        aged = [m for m, e in table.items() if e[0] is not _SPECIAL and e[1] < limit]
+        for mac in aged:
             del table[mac]
+        if aged and self.on_stations is not None:
+            self.on_stations()
         for entry in table.values():
             if entry[0] is _SPECIAL and entry[2] is not None and entry[1] < limit:
                 entry[2] = None
@@ -434,8 +452,8 @@ class Switch:
         else:
             e[0] = port  # station moved
             e[1] = now
-        if self.on_learned is not None:
-            self.on_learned()
+        if self.on_stations is not None:
+            self.on_stations()
 
     def _to_special(self, now: float, port: Port, frame: bytes, d: _Entry | None) -> None:
         o = self.vnet_hdr

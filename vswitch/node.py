@@ -182,21 +182,22 @@ class Node:
         Each action and each listener runs on its own: one that raises (a log sink on a closed
         pipe, a listener's bug) is logged once per kind and counted, and the others still run,
         so a MASTER still advertises and answers ARP; the timer is re-armed whatever happens.
-        What they send is written when they are all done (`DataPlane.held`)."""
+        What they send is written when they are all done (`DataPlane.held`), before the data
+        path is refreshed and the listeners run."""
         try:
-            with self.dataplane.held():
-                self._apply(now, actions)
+            self._apply(now, actions)
         finally:
             self._rearm()
 
     def _apply(self, now: float, actions: Sequence[Action]) -> None:
         results: list[Action] = []
         changed = False
-        for action in actions:
-            try:
-                changed |= self._apply_one(now, action, results)
-            except Exception as exc:
-                self._failed(_kind(action), exc)
+        with self.dataplane.held():
+            for action in actions:
+                try:
+                    changed |= self._apply_one(now, action, results)
+                except Exception as exc:
+                    self._failed(_kind(action), exc)
         if changed:
             try:
                 self.refresh()

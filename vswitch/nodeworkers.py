@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from vswitch.node import Node
 
 STATIONS_DELAY = 0.05  # seconds from a station learned to the State that tells the workers
+STATIONS_INTERVAL = 1.0  # ... and at least this long between two such States
 ADVERT_READ = 2048  # an advertisement is under 100 bytes; IPv6 extension headers fit too
 
 Failed = Callable[[str, Exception], None]
@@ -38,13 +39,14 @@ class Forwarders:
         self.pool = WorkerPool(node.dataplane.loop, count, self._message)
         self._sockets: dict[tuple[str, str], tuple[DevicePort, socket.socket]] = {}
         self._publish_soon: asyncio.TimerHandle | None = None
+        self._stations_published = float("-inf")
 
     def start(self) -> None:
         dp = self.node.dataplane
         dp.shares = self.pool.share
         dp.before_close = self._release
         for rt in dp.switches.values():
-            rt.fwd.on_learned = self._learned
+            rt.fwd.on_stations = self._stations_changed
         self.pool.after_batch = self.node._due
         self.pool.start(self._layouts())
 
@@ -105,16 +107,19 @@ class Forwarders:
             },
         )
 
-    def _learned(self) -> None:
-        """A station learned on a port this process serves: the workers hear of it soon, in
-        one State for all learned meanwhile (a burst of new stations is one publish)."""
-        if self._publish_soon is None:
-            self._publish_soon = self.node.dataplane.loop.call_later(
-                STATIONS_DELAY, self._publish_stations
-            )
+    def _stations_changed(self) -> None:
+        """Stations learned, moved or aged out on this process's ports: the workers hear of it
+        soon, in one State for all that changed meanwhile, and at most once a second (a MAC
+        flood on a socket port is a few States, not one per frame)."""
+        if self._publish_soon is not None:
+            return
+        loop = self.node.dataplane.loop
+        delay = max(STATIONS_DELAY, self._stations_published + STATIONS_INTERVAL - loop.time())
+        self._publish_soon = loop.call_later(delay, self._publish_stations)
 
     def _publish_stations(self) -> None:
         self._publish_soon = None
+        self._stations_published = self.node.dataplane.loop.time()
         try:
             self.publish()
         except Exception as exc:

@@ -67,7 +67,7 @@ RTN_UNICAST = 1
 IFF_UP = 0x1
 IFNAMSIZ = 16
 RECV_SIZE = 65536  # the kernel builds dump messages of at most 32 KiB
-TIMEOUT = 5.0
+TIMEOUT = 1.0  # the kernel answers at once; a stuck answer must not outlast master-down
 
 NLMSGHDR = struct.Struct("=IHHII")  # len, type, flags, seq, pid
 _IFINFOMSG = struct.Struct("=BxHiII")  # family, type, index, flags, change
@@ -175,13 +175,18 @@ def _error(mtype: int, code: int, text: str | None) -> OSError:
     return OSError(code, f"{what}: {text or os.strerror(code)}")
 
 
-def _ext_ack(flags: int, body: bytes) -> str | None:
-    """The extended-ack message of an error, if the kernel gave one."""
-    if not flags & NLM_F_ACK_TLVS or len(body) < 4 + NLMSGHDR.size:
+def _ext_ack(flags: int, body: bytes, echoed: bool = True) -> str | None:
+    """The extended-ack message of an error, if the kernel gave one: after the errno and the
+    echoed request of an NLMSG_ERROR, right after the errno of a dump's NLMSG_DONE."""
+    if not flags & NLM_F_ACK_TLVS:
         return None
-    echoed = NLMSGHDR.size if flags & NLM_F_CAPPED else NLMSGHDR.unpack_from(body, 4)[0]
+    start = 4
+    if echoed:
+        if len(body) < 4 + NLMSGHDR.size:
+            return None
+        start += _align(NLMSGHDR.size if flags & NLM_F_CAPPED else NLMSGHDR.unpack_from(body, 4)[0])
     try:
-        for atype, value in parse_attrs(body, 4 + _align(echoed)):
+        for atype, value in parse_attrs(body, start):
             if atype == NLMSGERR_ATTR_MSG:
                 return value.split(b"\0", 1)[0].decode("utf-8", "replace")
     except ValueError:
@@ -195,7 +200,7 @@ class Rtnl:
     def __init__(self) -> None:
         sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW, socket.NETLINK_ROUTE)
         try:
-            sock.settimeout(TIMEOUT)  # the kernel answers at once; never hang the node on it
+            sock.settimeout(TIMEOUT)
             for option in (NETLINK_CAP_ACK, NETLINK_EXT_ACK):
                 with contextlib.suppress(OSError):  # older kernels: full echoes, no texts
                     sock.setsockopt(SOL_NETLINK, option, 1)
@@ -239,10 +244,11 @@ class Rtnl:
                 if mseq == seq:  # anything else answers an earlier, abandoned request
                     yield mtype, flags, body
 
-    def _status(self, mtype: int, flags: int, body: bytes) -> OSError | None:
-        """The error an NLMSG_ERROR (or a dump's NLMSG_DONE) carries; None for success."""
+    def _status(self, mtype: int, flags: int, body: bytes, echoed: bool = True) -> OSError | None:
+        """The error an NLMSG_ERROR (or, not `echoed`, a dump's NLMSG_DONE) carries; None for
+        success."""
         code = _ERRNO.unpack_from(body)[0] if len(body) >= _ERRNO.size else -errno.EPROTO
-        return None if code == 0 else _error(mtype, -code, _ext_ack(flags, body))
+        return None if code == 0 else _error(mtype, -code, _ext_ack(flags, body, echoed))
 
     def do(self, mtype: int, body: bytes, flags: int = 0) -> None:
         """A request answered by an ACK; OSError with the kernel's errno otherwise."""
@@ -264,7 +270,8 @@ class Rtnl:
         raise AssertionError("unreachable")  # _replies never ends
 
     def dump(self, mtype: int, body: bytes, retries: int = 3) -> list[bytes]:
-        """A dump request: every message's body. One that raced a change is asked again."""
+        """A dump request: every message's body. One that raced a change is asked again, a
+        few times; then EAGAIN."""
         for _ in range(retries):
             seq = self._send(mtype, NLM_F_DUMP, body)
             out: list[bytes] = []
@@ -274,14 +281,14 @@ class Rtnl:
                 if rtype == NLMSG_ERROR:
                     raise self._status(mtype, rflags, rbody) or _error(mtype, errno.EPROTO, None)
                 if rtype == NLMSG_DONE:
-                    error = self._status(mtype, rflags, rbody) if rbody else None
+                    error = self._status(mtype, rflags, rbody, echoed=False) if rbody else None
                     if error is not None:
                         raise error
                     break
                 out.append(rbody)
             if not interrupted:
                 return out
-        return out
+        raise _error(mtype, errno.EAGAIN, f"the dump changed under {retries} reads")
 
     # -- links ---------------------------------------------------------------------------------
 

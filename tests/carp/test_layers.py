@@ -115,5 +115,7 @@ def test_the_daemon_does_not_load_pyroute2(module: str) -> None:
     code = (
         f"import sys, {module}; print(sorted(m for m in sys.modules if m.startswith('pyroute2')))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "[]"

@@ -837,7 +837,7 @@ def test_learning_arp_batches_switch_like_single_frames(
 def test_learning_anew_or_a_move_is_told_and_learned_stations_listed_by_port() -> None:
     sw, p1, p2, _ = three()
     told: list[int] = []
-    sw.on_learned = lambda: told.append(sw.table_size)
+    sw.on_stations = lambda: told.append(sw.table_size)
     sw.forward(1.0, p1, [eth(BCAST, A), eth(BCAST, A)])  # once: the second only refreshes
     assert told == [1]
     sw.forward(1.0, p2, [eth(BCAST, B), eth(BCAST, A)])  # B anew, A moved
@@ -865,3 +865,42 @@ def test_pinned_stations_never_age_and_go_when_left_out_or_seen_elsewhere() -> N
     assert sw.lookup(A) == "p2"
     sw.expire(1012.0)
     assert sw.lookup(A) is None
+
+
+def test_a_pin_never_undoes_a_special_mac_or_a_station_learned_here() -> None:
+    sw, p1, p2, p3 = three()
+    special: list[str] = []
+    sw.on_special = lambda now, port, frame: (special.append(port), (False, []))[1]
+    sw.pin({VMAC: "p3", A: "p3"})
+    sw.set_special_macs([VMAC])  # a reload makes the pinned MAC a carp MAC
+    sw.pin({A: "p3"})
+    sw.pin({})
+    sw.forward(1.0, p1, [eth(VMAC, B)])
+    assert special == ["p1"]  # still special: the hook sees it
+    sw.forward(2.0, p2, [eth(BCAST, A)])  # A seen here
+    sw.pin({A: "p3"})  # the node does not know yet: the move stands
+    assert sw.lookup(A) == "p2"
+    out(sw)
+    sw.forward(3.0, p3, [eth(A, C)])
+    assert out(sw) == {"p2": [eth(A, C)]}
+
+
+def test_pins_leave_a_quarter_of_the_table_to_learning() -> None:
+    sw, p1, _, _ = three(max_entries=8)
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    many = {bytes((2, 0, 0, 0, 1, i)): "p3" for i in range(10)}
+    sw.pin(many)
+    assert sw.table_size == 6  # 8 less a quarter, A's entry among them
+    sw.forward(1.0, p1, [eth(BCAST, B), eth(BCAST, C)])
+    assert sw.lookup(B) == "p1" and sw.lookup(C) == "p1"
+
+
+def test_stations_aging_out_are_told() -> None:
+    sw, p1, _, _ = three(ageing=10.0)
+    told: list[float] = []
+    sw.forward(1.0, p1, [eth(BCAST, A)])
+    sw.on_stations = lambda: told.append(1.0)
+    sw.expire(5.0)
+    assert told == []
+    sw.expire(20.0)
+    assert told == [1.0] and sw.lookup(A) is None

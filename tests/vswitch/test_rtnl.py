@@ -61,6 +61,8 @@ def test_an_error_carries_the_kernels_text() -> None:
     full = struct.pack("=IHHII", 24, rtnl.RTM_NEWLINK, 5, 1, 0) + bytes(8)  # uncapped echo
     uncapped = struct.pack("=i", -errno.EOPNOTSUPP) + full + text
     assert rtnl._ext_ack(rtnl.NLM_F_ACK_TLVS, uncapped) == "Unknown device type"
+    done = struct.pack("=i", -errno.EINVAL) + attr(rtnl.NLMSGERR_ATTR_MSG, b"Bad filter\0")
+    assert rtnl._ext_ack(rtnl.NLM_F_ACK_TLVS, done, echoed=False) == "Bad filter"  # a dump's
     error = rtnl._error(rtnl.RTM_NEWLINK, errno.EOPNOTSUPP, "Unknown device type")
     assert error.errno == errno.EOPNOTSUPP
     assert str(error).endswith("RTM_NEWLINK: Unknown device type")
