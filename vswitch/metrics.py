@@ -255,6 +255,12 @@ def families(status: NodeStatus) -> list[Family]:
         errors = fam("vswitch_worker_errors_total", "counter", "Worker errors by kind")
         for kind, n in sorted(w["errors"].items()):
             errors.add(n, node=node, kind=kind)
+        if "advert_socket_drops" in w:
+            fam(
+                "vswitch_advert_socket_drops_total",
+                "counter",
+                "Advertisements the kernel dropped on the node's advertisement sockets",
+            ).add(w["advert_socket_drops"], node=node)
     return list(fams.values())
 
 

@@ -9,14 +9,15 @@ busy with traffic gets to it (the workers only switch those on).
 """
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from carp.wire import ETHER_HDR_LEN, frame_is_carp
 from vswitch.accounting import Share
-from vswitch.port import READ_BATCH, DevicePort
-from vswitch.raw import PACKET_OUTGOING, carp_socket
+from vswitch.port import READ_BATCH, DeviceCounters, DevicePort
+from vswitch.raw import PACKET_OUTGOING, carp_socket, read_packet_statistics
 from vswitch.status import WorkersStatus
 from vswitch.workerproto import Layout, State
 from vswitch.workers import WorkerPool, layouts
@@ -40,6 +41,7 @@ class Forwarders:
         self._sockets: dict[tuple[str, str], tuple[DevicePort, socket.socket]] = {}
         self._publish_soon: asyncio.TimerHandle | None = None
         self._stations_published = float("-inf")
+        self._advert_drops = DeviceCounters()  # rx_kernel: drops on the advertisement sockets
 
     def start(self) -> None:
         dp = self.node.dataplane
@@ -81,7 +83,17 @@ class Forwarders:
         return self.pool.datapath_stats(own)
 
     def status(self) -> WorkersStatus:
-        return self.pool.status()
+        status = self.pool.status()
+        for _, sock in self._sockets.values():
+            self._read_drops(sock)
+        status["advert_socket_drops"] = self._advert_drops.rx_kernel
+        return status
+
+    def _read_drops(self, sock: socket.socket) -> None:
+        """The kernel's drops on an advertisement socket (its receive queue was full), added
+        up: reading resets them, and the socket may be closed before the next status."""
+        with contextlib.suppress(OSError):
+            read_packet_statistics(sock, self._advert_drops)
 
     # -- state and layouts
 
@@ -174,6 +186,7 @@ class Forwarders:
         for key, (dev, sock) in list(self._sockets.items()):
             if want.get(key) is not dev:
                 dp.loop.remove_reader(sock.fileno())
+                self._read_drops(sock)
                 sock.close()
                 del self._sockets[key]
         for key, dev in want.items():

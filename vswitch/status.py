@@ -115,6 +115,9 @@ class WorkersStatus(TypedDict):
     restarts: int  # workers that died and were started again
     lost_messages: int  # messages from workers that could not be read
     errors: dict[str, int]  # hook failures and messages a full channel lost, by kind
+    # advertisements the kernel dropped before the node read them: the receive queue of a raw
+    # port's advertisement socket (the node's own, nodeworkers.py) was full
+    advert_socket_drops: NotRequired[int]
 
 
 class NodeStatus(TypedDict):

@@ -83,6 +83,7 @@ def test_the_pair_routes_through_workers_and_counts_their_frames(lab: GatewayLab
     workers = st["workers"]
     assert workers["count"] == WORKERS and len(workers["pids"]) == WORKERS
     assert all(alive(pid) for pid in workers["pids"])
+    assert workers["advert_socket_drops"] == 0  # read off the node's advertisement sockets
 
     def counted() -> bool:
         lan = next(s for s in status(gwa)["switches"] if s["name"] == "lan0")

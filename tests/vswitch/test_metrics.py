@@ -142,9 +142,11 @@ def test_workers_in_the_exposition() -> None:
         "restarts": 3,
         "lost_messages": 0,
         "errors": {"channel full: arp": 4},
+        "advert_socket_drops": 7,
     }
     types, samples = parse_exposition(render(status))
     n = {"node": "gw-a"}
+    assert value(samples, "vswitch_advert_socket_drops_total", **n) == 7
     assert value(samples, "vswitch_workers", **n) == 1
     assert value(samples, "vswitch_worker_restarts_total", **n) == 3
     assert value(samples, "vswitch_worker_errors_total", **n, kind="channel full: arp") == 4

@@ -408,6 +408,7 @@ def full_status() -> NodeStatus:
         "restarts": 0,
         "lost_messages": 0,
         "errors": {"channel full: arp": 1},
+        "advert_socket_drops": 0,
     }
     for switch in status["switches"]:
         switch["table_full"] = 0
