@@ -5,7 +5,8 @@ between two TAPs with TSO (virtio-net headers, as the node's default), so that o
 policy and the number of processes differ. Two client namespaces, `a` (192.0.2.101) and `b`
 (192.0.2.102), each with a TAP that this script creates and moves there (vswitch/tap.py
 `TapPort`); for each policy the relay runs in forked processes of this script (one per TAP
-queue) and iperf3 measures 1 and 4 TCP streams a to b. Policies:
+queue); iperf3 measures 1 and 4 TCP streams a to b, then ping the RTT through it (median and
+p99 of 500 echoes 5 ms apart) with the relay's CPU time per echo. Policies:
 
 | policy | a relay process |
 | --- | --- |
@@ -22,6 +23,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import subprocess
@@ -45,6 +47,7 @@ POLICIES = {  # name -> (frames per batch, byte budget or None, processes)
     "each": (1, None, 1),
     "bytes256k-x2": (64, READ_BYTES, 2),
 }
+PINGS = 500
 RELAY_LIFETIME = 120.0  # seconds: a relay process ends by itself even if this script dies
 
 
@@ -71,6 +74,32 @@ def relay(pairs: list[tuple[int, int]], frames: int, budget: int | None) -> None
             for frame in batch:
                 with contextlib.suppress(OSError):  # a full queue: the frame is dropped
                     os.write(out[fd], frame)
+
+
+def cpu_ns(pids: list[int]) -> int:
+    """Nanoseconds the processes ran on a CPU (/proc/PID/schedstat)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
+def echoes(lab: Lab, a: str, relays: list[int]) -> dict[str, float]:
+    """Ping RTT median and p99 through the relay (PINGS echoes, 5 ms apart), and the relay's
+    CPU time per echo: two frames, each a wake-up, a read, a write and the read that finds the
+    queue empty, plus the receiving stack run inside the write."""
+    before = cpu_ns(relays)
+    text = lab.run(a, ["ping", "-n", "-c", str(PINGS), "-i", "0.005", IP_B], timeout=60).stdout
+    spent = cpu_ns(relays) - before
+    rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", text))
+    if len(rtts) < PINGS // 2:
+        raise RuntimeError(f"ping through the relay: {len(rtts)} of {PINGS} echoes answered")
+    return {
+        "rtt_median_ms": rtts[len(rtts) // 2],
+        "rtt_p99_ms": rtts[min(len(rtts) - 1, int(len(rtts) * 0.99))],
+        "cpu_us_per_echo": round(spent / len(rtts) / 1000, 1),
+    }
 
 
 def measure(policy: str, duration: float) -> dict[str, float]:
@@ -111,6 +140,7 @@ def measure(policy: str, duration: float) -> dict[str, float]:
                     result = json.loads(text)
                     bps = result["end"]["sum_received"]["bits_per_second"]
                     out[f"tcp{streams}_gbps"] = round(float(bps) / 1e9, 3)
+                out |= echoes(lab, a, kids)
                 return out
             finally:
                 lab.stop(server)
@@ -139,8 +169,24 @@ def main(argv: list[str] | None = None) -> int:
     for policy in args.policies:
         print(f"{policy} ...", file=sys.stderr, flush=True)
         results[policy] = measure(policy, args.duration)
-    rows = [[p, f"{r['tcp1_gbps']:.2f}", f"{r['tcp4_gbps']:.2f}"] for p, r in results.items()]
-    print(text_table(("policy", "TCP 1 stream (Gbit/s)", "TCP 4 streams (Gbit/s)"), rows))
+    rows = [
+        [
+            p,
+            f"{r['tcp1_gbps']:.2f}",
+            f"{r['tcp4_gbps']:.2f}",
+            f"{r['rtt_median_ms']:.3f} / {r['rtt_p99_ms']:.3f}",
+            f"{r['cpu_us_per_echo']:.1f}",
+        ]
+        for p, r in results.items()
+    ]
+    head = (
+        "policy",
+        "TCP 1 stream (Gbit/s)",
+        "TCP 4 streams (Gbit/s)",
+        "ping median / p99 (ms)",
+        "relay CPU per echo (us)",
+    )
+    print(text_table(head, rows))
     report: dict[str, Any] = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "host": host_info(load_before),
