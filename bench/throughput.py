@@ -480,21 +480,41 @@ def listening(lab: Lab, ns: str, port: int = 5201) -> bool:
     return f":{port} " in lab.run(ns, ["ss", "-tln"]).stdout
 
 
+def family(pid: int) -> list[int]:
+    """`pid` and its living children (the node's forwarding workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
+                        pids.append(int(entry))
+            except OSError:
+                continue
+    return pids
+
+
+def run_ns(pids: list[int]) -> int:
+    """Nanoseconds the processes ran on a CPU (/proc/PID/schedstat: finer than clock ticks)."""
+    total = 0
+    for pid in pids:
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/schedstat") as f:
+            total += int(f.read().split()[0])
+    return total
+
+
 def process_ticks(pid: int) -> tuple[int, int]:
     """utime and stime (clock ticks) of `pid` and its living children (the node's forwarding
     workers, which live as long as the node in a measurement)."""
     total_user = total_sys = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
+    for member in family(pid):
         try:
-            with open(f"/proc/{entry}/stat") as f:
+            with open(f"/proc/{member}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if int(entry) == pid or int(fields[1]) == pid:  # fields[1]: the parent's pid
-            total_user += int(fields[11])
-            total_sys += int(fields[12])
+        total_user += int(fields[11])
+        total_sys += int(fields[12])
     return total_user, total_sys
 
 
@@ -519,6 +539,17 @@ class SwitchCpu:
         self.seconds[f"{key}_user_s"] = (after[0] - before[0]) / tick
         self.seconds[f"{key}_sys_s"] = (after[1] - before[1]) / tick
 
+    @contextlib.contextmanager
+    def echoes(self, count: int) -> Iterator[None]:
+        """The switch's CPU time per echo of the ping (two frames through it)."""
+        if self.pid is None:
+            yield
+            return
+        pids = family(self.pid)
+        before = run_ns(pids)
+        yield
+        self.seconds["ping_us_per_echo"] = (run_ns(pids) - before) / count / 1000
+
 
 def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
     if not lab.ping(path.a, path.dst, deadline=10):
@@ -534,8 +565,9 @@ def measure(lab: Lab, path: Path, settings: Settings) -> dict[str, float]:
         wait_for(lambda: listening(lab, path.server_ns), 10, "iperf3 server")
         d = settings.duration
         res: dict[str, float] = {}
-        res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, settings.pings)
         cpu = SwitchCpu(path)
+        with cpu.echoes(settings.pings):
+            res["rtt_median_ms"], res["rtt_p99_ms"] = rtt_ms(lab, path, settings.pings)
         with cpu.during("tcp1"):
             res["tcp1_gbps"] = tcp_gbps(lab, path, d, 1)
         res["tcp1r_gbps"] = tcp_gbps(lab, path, d, 1, reverse=True)
@@ -696,9 +728,11 @@ def cpu_table(results: dict[str, dict[str, float]], duration: float) -> str:
                 continue
             busy = user + sys_
             row.append(f"{100 * busy / duration:.0f} % ({100 * sys_ / busy:.0f} % kernel)")
+        per_echo = values.get("cpu_ping_us_per_echo")
+        row.append("-" if per_echo is None else f"{per_echo:.0f} us")
         if any(cell != "-" for cell in row[1:]):
             rows.append(row)
-    head = ["switch process CPU", *(CPU_LABELS[k] for k in CPU_KEYS)]
+    head = ["switch process CPU", *(CPU_LABELS[k] for k in CPU_KEYS), "per ping echo"]
     return text_table(head, rows, rule=False)
 
 
