@@ -34,6 +34,7 @@ from typing import Any
 from report import host_info, text_table, write_report
 
 from vswitch.lab.netns import Lab, preflight
+from vswitch.lab.procstat import run_ns
 from vswitch.port import READ_BYTES
 from vswitch.tap import TapPort
 
@@ -76,22 +77,13 @@ def relay(pairs: list[tuple[int, int]], frames: int, budget: int | None) -> None
                     os.write(out[fd], frame)
 
 
-def cpu_ns(pids: list[int]) -> int:
-    """Nanoseconds the processes ran on a CPU (/proc/PID/schedstat)."""
-    total = 0
-    for pid in pids:
-        with open(f"/proc/{pid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
-
-
 def echoes(lab: Lab, a: str, relays: list[int]) -> dict[str, float]:
     """Ping RTT median and p99 through the relay (PINGS echoes, 5 ms apart), and the relay's
     CPU time per echo: two frames, each a wake-up, a read, a write and the read that finds the
     queue empty, plus the receiving stack run inside the write."""
-    before = cpu_ns(relays)
+    before = run_ns(relays)
     text = lab.run(a, ["ping", "-n", "-c", str(PINGS), "-i", "0.005", IP_B], timeout=60).stdout
-    spent = cpu_ns(relays) - before
+    spent = run_ns(relays) - before
     rtts = sorted(float(m) for m in re.findall(r"time=([\d.]+) ms", text))
     if len(rtts) < PINGS // 2:
         raise RuntimeError(f"ping through the relay: {len(rtts)} of {PINGS} echoes answered")

@@ -64,6 +64,7 @@ from vswitch.lab.attach import (
     vxlan_device,
 )
 from vswitch.lab.netns import Lab, preflight
+from vswitch.lab.procstat import cpu_ticks, family, run_ns
 
 IP_A, IP_B = "192.0.2.101", "192.0.2.102"
 HOST = "192.0.2.10"  # the node's host port on the clients' segment
@@ -480,44 +481,6 @@ def listening(lab: Lab, ns: str, port: int = 5201) -> bool:
     return f":{port} " in lab.run(ns, ["ss", "-tln"]).stdout
 
 
-def family(pid: int) -> list[int]:
-    """`pid` and its living children (the node's forwarding workers)."""
-    pids = [pid]
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:
-                        pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def run_ns(pids: list[int]) -> int:
-    """Nanoseconds the processes ran on a CPU (/proc/PID/schedstat: finer than clock ticks)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/schedstat") as f:
-            total += int(f.read().split()[0])
-    return total
-
-
-def process_ticks(pid: int) -> tuple[int, int]:
-    """utime and stime (clock ticks) of `pid` and its living children (the node's forwarding
-    workers, which live as long as the node in a measurement)."""
-    total_user = total_sys = 0
-    for member in family(pid):
-        try:
-            with open(f"/proc/{member}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total_user += int(fields[11])
-        total_sys += int(fields[12])
-    return total_user, total_sys
-
-
 class SwitchCpu:
     """CPU the switch process (with its children) spends during each measurement, so that a
     table can say how much of it is the kernel's (system time: TAP reads and writes, and the
@@ -532,9 +495,9 @@ class SwitchCpu:
         if self.pid is None:
             yield
             return
-        before = process_ticks(self.pid)
+        before = cpu_ticks(family(self.pid))
         yield
-        after = process_ticks(self.pid)
+        after = cpu_ticks(family(self.pid))
         tick = os.sysconf("SC_CLK_TCK")
         self.seconds[f"{key}_user_s"] = (after[0] - before[0]) / tick
         self.seconds[f"{key}_sys_s"] = (after[1] - before[1]) / tick

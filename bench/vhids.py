@@ -27,7 +27,7 @@ from carp.host import CarpHost
 from carp.params import CarpDev, CarpIfParams, CarpNodeParams, Sysctls
 from vswitch.lab.gateway import GatewayLab, GatewaySpec
 from vswitch.lab.netns import preflight
-from vswitch.lab.procstat import rss_kib
+from vswitch.lab.procstat import cpu_ticks, rss_kib
 
 VHIDS = 255
 PASS = "vhids-bench"
@@ -56,9 +56,7 @@ def specs() -> list[GatewaySpec]:
 
 
 def cpu_seconds(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime
+    return sum(cpu_ticks([pid])) / CLK_TCK  # utime + stime
 
 
 def rss_mib(pid: int) -> float:

@@ -7,6 +7,8 @@ import contextlib
 import os
 import random
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -29,7 +31,7 @@ from vswitch.lab.inject import (
     untag_discards,
 )
 from vswitch.lab.mutate import KINDS, VDE_GARBAGE, VNET_HDR, ZERO_HDR, Mutator, Seed, corpus
-from vswitch.lab.procstat import ProcSampler, fd_count, rss_kib
+from vswitch.lab.procstat import ProcSampler, cpu_ticks, family, fd_count, rss_kib, run_ns
 from vswitch.stream import MAX_FRAME, StreamPort
 from vswitch.vde import VdePort, parse_request
 from vswitch.vxlan import decapsulate
@@ -236,3 +238,22 @@ def test_udp_sender_and_the_socket_seen_in_proc() -> None:
         assert udp_socket(os.getpid(), "127.0.0.1", where[1]) == (0, 0)
     assert udp_socket(os.getpid(), "127.0.0.1", where[1]) is None
     assert MAX_FRAME == 65535  # the stream peer's check of the node's output uses it
+
+
+def test_cpu_time_of_a_process_and_its_children_is_read() -> None:
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        mine = family(os.getpid())
+        assert mine[0] == os.getpid() and child.pid in mine
+        assert family(child.pid) == [child.pid]
+        ticks, ns = cpu_ticks([os.getpid()]), run_ns([os.getpid()])
+        end = time.process_time() + 0.05
+        while time.process_time() < end:  # spend CPU
+            pass
+        assert run_ns([os.getpid()]) > ns
+        assert sum(cpu_ticks([os.getpid()])) >= sum(ticks)
+        gone = 2**22 + 1  # above pid_max: no such process
+        assert cpu_ticks([gone]) == (0, 0) and run_ns([gone]) == 0
+    finally:
+        child.kill()
+        child.wait()

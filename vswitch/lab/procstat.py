@@ -1,4 +1,5 @@
-"""What a node process holds, read from /proc: resident memory and open descriptors, sampled.
+"""What a node process holds and spends, read from /proc: resident memory, open descriptors
+(sampled), and CPU time (clock ticks split user/system, or nanoseconds on a CPU).
 
 `ProcSampler` samples processes by pid from a thread of its own every `interval` seconds
 (bench/soak.py, bench/hostile.py). A process that has gone is sampled as None, never raised.
@@ -28,6 +29,46 @@ def fd_count(pid: int) -> int | None:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return None
+
+
+def family(pid: int) -> list[int]:
+    """`pid` and its living children (a node's forwarding workers)."""
+    pids = [pid]
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    if int(f.read().rsplit(")", 1)[1].split()[1]) == pid:  # its parent
+                        pids.append(int(entry))
+            except (OSError, ValueError, IndexError):
+                continue
+    return pids
+
+
+def cpu_ticks(pids: list[int]) -> tuple[int, int]:
+    """utime and stime of `pids` in clock ticks (SC_CLK_TCK); one gone counts nothing."""
+    user = system = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        user += int(fields[11])
+        system += int(fields[12])
+    return user, system
+
+
+def run_ns(pids: list[int]) -> int:
+    """Nanoseconds `pids` ran on a CPU (/proc/PID/schedstat: finer than the clock ticks)."""
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/schedstat") as f:
+                total += int(f.read().split()[0])
+        except OSError:
+            continue
+    return total
 
 
 def cmdline(pid: int) -> str:
