@@ -113,6 +113,7 @@ class ControlServer:
         self._inode: int | None = None
         self._owner = os.geteuid()
         self._clients: dict[asyncio.StreamWriter, _Client] = {}
+        self._tasks: set[asyncio.Task[None]] = set()  # every connection's, until it ends
 
     async def start(self) -> None:
         sock = bind_unix(self.path)
@@ -127,6 +128,15 @@ class ControlServer:
                 writer.transport.abort()
             await self._server.wait_closed()
             self._server = None
+        # every connection's task ends here, not when the loop is torn down under it (a
+        # coroutine closed by the collector mid-`finally` prints "Exception ignored" at exit)
+        tasks = set(self._tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=WRITE_TIMEOUT)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=WRITE_TIMEOUT)
         with contextlib.suppress(FileNotFoundError):
             if os.stat(self.path).st_ino == self._inode:  # only our own socket file
                 os.unlink(self.path)
@@ -150,6 +160,10 @@ class ControlServer:
         self.dropped_by_reason[reason] += 1
 
     async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
         pid, refusal = self._refusal(writer)
         if refusal is not None:
             await self._hang_up(reader, writer, error(None, refusal))

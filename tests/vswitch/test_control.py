@@ -623,6 +623,7 @@ def test_close_with_clients_connected(run: Run, sockdir: str) -> None:
         assert (await streaming.ask(id=1, cmd="events", snapshot=False))["ok"]
         assert (await idle.ask(id=1, cmd="status"))["ok"]
         await asyncio.wait_for(server.close(), 10)
+        assert server.clients == 0  # every connection ended with the close, none left to GC
         assert await idle.line() is None
         assert await streaming.line() is None
         assert not os.path.exists(path)
