@@ -351,7 +351,7 @@ class LinkMonitor:
 
 def _parse_link(body: bytes, mtype: int) -> LinkState | None:
     try:
-        found = parse_link(body)
+        found = parse_link(body, stats=False)
     except ValueError:
         return None
     if not found.name:  # every link message names its interface

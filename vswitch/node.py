@@ -294,8 +294,9 @@ class Node:
     def advert(self, switch: str, packet: bytes) -> None:
         """An advertisement a worker or the workers' CARP socket took off `switch`."""
         now = self.clock()
-        for out, emitted in self._run(now, self.core().receive(now, switch, packet)):
-            self.dataplane.send(switch, emitted, out)
+        with self.dataplane.held():  # its deliveries and replies: one walk of the ports
+            for out, emitted in self._run(now, self.core().receive(now, switch, packet)):
+                self.dataplane.send(switch, emitted, out)
 
     def relayout(self) -> None:
         """After the ports changed: the workers serve the new set (started anew if needed)."""

@@ -153,21 +153,22 @@ class Link:
     stats: dict[str, int] | None = None  # IFLA_STATS64
 
 
-def parse_link(body: bytes) -> Link:
-    """A link message's body (ifinfomsg and attributes); ValueError if it is malformed."""
+def parse_link(body: bytes, *, stats: bool = True) -> Link:
+    """A link message's body (ifinfomsg and attributes); ValueError if it is malformed.
+    Without `stats` the IFLA_STATS64 counters are not decoded (link events need none)."""
     if len(body) < _IFINFOMSG.size:
         raise ValueError("link message shorter than an ifinfomsg")
     _, _, index, flags, _ = _IFINFOMSG.unpack_from(body)
     name = ""
-    stats = None
+    counters = None
     for atype, value in parse_attrs(body, _IFINFOMSG.size):
         if atype == IFLA_IFNAME:
             name = value.split(b"\0", 1)[0].decode("utf-8", "replace")
-        elif atype == IFLA_STATS64:
+        elif atype == IFLA_STATS64 and stats:
             count = min(len(value) // 8, len(STATS64))
             values = struct.unpack_from(f"={count}Q", value)
-            stats = dict(zip(STATS64[:count], values, strict=True))
-    return Link(index, flags, name, stats)
+            counters = dict(zip(STATS64[:count], values, strict=True))
+    return Link(index, flags, name, counters)
 
 
 def _error(mtype: int, code: int, text: str | None) -> OSError:

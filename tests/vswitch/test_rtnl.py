@@ -35,6 +35,7 @@ def test_link_messages_give_name_flags_and_stats() -> None:
     assert link.stats is not None
     assert (link.stats["rx_packets"], link.stats["tx_dropped"]) == (1, 8)
     assert len(link.stats) == len(STATS64)
+    assert rtnl.parse_link(body, stats=False).stats is None  # link events decode none
     older = rtnl.parse_link(rtnl.ifinfomsg(3) + attr(IFLA_STATS64, struct.pack("=4Q", 5, 6, 7, 8)))
     assert older.stats == {"rx_packets": 5, "tx_packets": 6, "rx_bytes": 7, "tx_bytes": 8}
     assert older.name == ""
