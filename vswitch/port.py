@@ -5,8 +5,10 @@ A device port reads and writes frames in its switch's wire format (with a virtio
 raise for traffic-level errors: they are counted, and the loop goes on.
 """
 
+import contextlib
 import errno
 import os
+import socket
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -17,11 +19,24 @@ READ_BATCH = 64  # frames drained per readiness event (tap-io.md: +15-30 %)
 # written starve the receivers and the senders' TCP small queues; through two TAPs 4 TCP
 # streams carried 8.9 Gbit/s with 64-frame batches, 14-17 with smaller ones (bench/batching.py)
 READ_BYTES = 256 * 1024
+BUFFER_BYTES = 4 << 20  # socket buffers of ports and channels: room for bursts of GSO frames
+SO_SNDBUFFORCE = 32  # socket(7): root may go beyond wmem_max / rmem_max
+SO_RCVBUFFORCE = 33
 MAX_QUEUES = 16  # queues of a TAP / sockets of a raw port's fanout group: [node] workers' bound
 # a failed write loses one frame and leaves the port usable (tap-io.md); its drop reason by
 # errno class, anything else (EMSGSIZE, EINVAL, EBADF...) is "tx_error"
 TX_FULL_ERRORS = frozenset((errno.ENOBUFS, errno.EAGAIN))  # the device's queue is full
 NO_LINK_ERRORS = frozenset((errno.EIO, errno.ENETDOWN, errno.ENXIO, errno.ENODEV))  # TAP down: EIO
+
+
+def set_buffers(sock: socket.socket, size: int = BUFFER_BYTES) -> None:
+    """Large send and receive buffers; as large as allowed without privileges otherwise."""
+    for force, plain in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, force, size)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, plain, size)
 
 
 def tx_drop_reason(code: int) -> str:

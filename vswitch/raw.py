@@ -28,7 +28,16 @@ from typing import Protocol
 
 from vswitch import netlink
 from vswitch.netlink import LinkState
-from vswitch.port import MAX_QUEUES, READ_BATCH, READ_BYTES, DeviceCounters, DevicePort
+from vswitch.port import (
+    BUFFER_BYTES,
+    MAX_QUEUES,
+    READ_BATCH,
+    READ_BYTES,
+    SO_RCVBUFFORCE,
+    DeviceCounters,
+    DevicePort,
+    set_buffers,
+)
 
 SOL_PACKET = 263
 PACKET_ADD_MEMBERSHIP = 1
@@ -41,11 +50,8 @@ PACKET_FANOUT = 18
 PACKET_FANOUT_HASH = 0
 PACKET_FANOUT_FLAG_UNIQUEID = 0x2000
 ETH_P_ALL = 0x0003
-SO_RCVBUFFORCE = 33
-SO_SNDBUFFORCE = 32
 VNET_HDR_LEN = 10  # struct virtio_net_hdr; AF_PACKET has no 12-byte variant on older kernels
 VIRTIO_NET_HDR_F_NEEDS_CSUM = 1
-BUFFER_BYTES = 4 << 20  # room for bursts of 64 KiB GSO frames
 MAX_FRAME = 65536 + 18
 
 _VNET = struct.Struct("=BBHHHH")  # flags, gso_type, hdr_len, gso_size, csum_start, csum_offset
@@ -308,14 +314,7 @@ class RawPort(DevicePort):
                     self.kernel_skips_outgoing = True
                 except OSError:
                     pass
-            for force, plain in (
-                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
-                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
-            ):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, BUFFER_BYTES)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, plain, BUFFER_BYTES)
+            set_buffers(sock)
             if promisc:
                 mreq = struct.pack("iHH8s", index, PACKET_MR_PROMISC, 0, b"")
                 sock.setsockopt(SOL_PACKET, PACKET_ADD_MEMBERSHIP, mreq)

@@ -28,7 +28,6 @@ from vswitch import segment
 from vswitch.netlink import LinkState
 from vswitch.port import DevicePort
 
-BUFFER_BYTES = 4 << 20  # socket buffers: room for bursts
 DEFAULT_MODE = 0o600  # only the node's user; 0660 when a group is given
 GROUP_MODE = 0o660
 
@@ -230,13 +229,3 @@ def unlink_if(path: str, ident: tuple[int, int] | None) -> None:
     if ident is not None and file_id(path) == ident:
         with contextlib.suppress(OSError):
             os.unlink(path)
-
-
-def set_buffers(sock: socket.socket, size: int = BUFFER_BYTES) -> None:
-    """Large send and receive buffers; as large as allowed without privileges otherwise."""
-    for force, plain in ((33, socket.SO_RCVBUF), (32, socket.SO_SNDBUF)):  # *BUFFORCE
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, force, size)
-        except OSError:
-            with contextlib.suppress(OSError):
-                sock.setsockopt(socket.SOL_SOCKET, plain, size)

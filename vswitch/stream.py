@@ -21,8 +21,8 @@ import socket
 import struct
 from collections.abc import Sequence
 
-from vswitch.port import READ_BATCH, WriteResult
-from vswitch.sockport import Access, SocketPort, bind_unix, file_id, set_buffers, unlink_if
+from vswitch.port import READ_BATCH, WriteResult, set_buffers
+from vswitch.sockport import Access, SocketPort, bind_unix, file_id, unlink_if
 
 LENGTH = struct.Struct("!I")
 MAX_FRAME = 65535  # above it a length is garbage, not a frame (QEMU's own buffer is ~68 KiB)

@@ -31,14 +31,13 @@ import struct
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from vswitch.port import READ_BATCH
+from vswitch.port import READ_BATCH, set_buffers
 from vswitch.sockport import (
     Access,
     SocketPort,
     bind_unix,
     clear_path,
     file_id,
-    set_buffers,
     unlink_if,
 )
 

@@ -28,8 +28,8 @@ import time
 from collections.abc import Callable, Sequence
 from ipaddress import IPv6Address, ip_address
 
-from vswitch.port import READ_BATCH, WriteResult
-from vswitch.sockport import SocketPort, set_buffers
+from vswitch.port import READ_BATCH, WriteResult, set_buffers
+from vswitch.sockport import SocketPort
 
 FLAG_I = 0x08
 HEADER = struct.Struct("!B3xI")  # flags, reserved, VNI << 8 | reserved

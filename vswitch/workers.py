@@ -27,7 +27,8 @@ from dataclasses import dataclass, field
 from carp.datapath import DataPathStats
 from vswitch.accounting import Share, add_device_counters, add_port_counters
 from vswitch.dataplane import DataPlane
-from vswitch.raw import SO_RCVBUFFORCE, SO_SNDBUFFORCE, RawPort
+from vswitch.port import set_buffers
+from vswitch.raw import RawPort
 from vswitch.status import WorkersStatus
 from vswitch.tap import TapPort
 from vswitch.workerproto import (
@@ -173,14 +174,7 @@ class WorkerPool:
     def _spawn(self, layout: Layout) -> Proc:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         for sock in (parent, child):
-            for force, plain in (
-                (SO_SNDBUFFORCE, socket.SO_SNDBUF),
-                (SO_RCVBUFFORCE, socket.SO_RCVBUF),
-            ):
-                try:
-                    sock.setsockopt(socket.SOL_SOCKET, force, MAX_MESSAGE)
-                except OSError:
-                    sock.setsockopt(socket.SOL_SOCKET, plain, MAX_MESSAGE)
+            set_buffers(sock, MAX_MESSAGE)
         fds = [p.fd for sw in layout.switches for p in sw.ports if p.fd >= 0]
         try:
             proc = subprocess.Popen(
